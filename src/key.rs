@@ -1,0 +1,126 @@
+//! Reading and validating the `Idempotency-Key` header.
+
+use http::{HeaderMap, HeaderName};
+
+/// The longest key accepted, in bytes (after unquoting).
+pub(crate) const MAX_KEY_LEN: usize = 255;
+
+/// Why a request's key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyError {
+    Missing,
+    Repeated,
+    Empty,
+    TooLong,
+    BadCharacter,
+}
+
+impl KeyError {
+    pub(crate) fn detail(self) -> &'static str {
+        match self {
+            Self::Missing => "this endpoint requires an idempotency key header",
+            Self::Repeated => "the idempotency key header was given more than once",
+            Self::Empty => "the idempotency key is empty",
+            Self::TooLong => "the idempotency key is longer than 255 bytes",
+            Self::BadCharacter => {
+                "the idempotency key may only contain visible ASCII characters (0x21 to 0x7E)"
+            }
+        }
+    }
+}
+
+/// The key of a request: `Ok(None)` when the header is absent.
+pub(crate) fn extract<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'a str>, KeyError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(KeyError::Repeated);
+    }
+    validate(value.as_bytes()).map(Some)
+}
+
+/// Validates a raw header value, unquoting an RFC 8941 string (`"abc"`).
+pub(crate) fn validate(raw: &[u8]) -> Result<&str, KeyError> {
+    let key = match raw {
+        [b'"', inner @ .., b'"'] => {
+            // A structured-field string may escape `"` and `\`; such a key is not one a
+            // client would mint, and accepting it would mean two spellings of one key.
+            if inner.contains(&b'\\') || inner.contains(&b'"') {
+                return Err(KeyError::BadCharacter);
+            }
+            inner
+        }
+        other => other,
+    };
+    if key.is_empty() {
+        return Err(KeyError::Empty);
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(KeyError::TooLong);
+    }
+    if !key.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(KeyError::BadCharacter);
+    }
+    Ok(std::str::from_utf8(key).expect("visible ASCII is UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use proptest::prelude::*;
+
+    #[test]
+    fn plain_and_quoted_keys() {
+        assert_eq!(validate(b"order-1"), Ok("order-1"));
+        assert_eq!(validate(b"\"order-1\""), Ok("order-1"));
+        assert_eq!(validate(b"\"\""), Err(KeyError::Empty));
+        assert_eq!(validate(b""), Err(KeyError::Empty));
+        assert_eq!(validate(b"\"a\\\"b\""), Err(KeyError::BadCharacter));
+        assert_eq!(validate(&[b'k'; 255]).map(str::len), Ok(255));
+        assert_eq!(validate(&[b'k'; 256]), Err(KeyError::TooLong));
+        assert_eq!(validate(b"has space"), Err(KeyError::BadCharacter));
+        assert_eq!(validate(b"tab\there"), Err(KeyError::BadCharacter));
+        assert_eq!(validate("clé".as_bytes()), Err(KeyError::BadCharacter));
+    }
+
+    #[test]
+    fn repeated_header_is_refused() {
+        let name = HeaderName::from_static("idempotency-key");
+        let mut headers = HeaderMap::new();
+        assert_eq!(extract(&headers, &name), Ok(None));
+        headers.append(&name, HeaderValue::from_static("a"));
+        assert_eq!(extract(&headers, &name), Ok(Some("a")));
+        headers.append(&name, HeaderValue::from_static("a"));
+        assert_eq!(extract(&headers, &name), Err(KeyError::Repeated));
+    }
+
+    proptest! {
+        #[test]
+        fn accepted_keys_are_exactly_the_valid_ones(raw in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let valid = !raw.is_empty() && raw.len() <= MAX_KEY_LEN && raw.iter().all(|b| (0x21..=0x7e).contains(b));
+            match validate(&raw) {
+                Ok(key) => {
+                    // Either the raw key itself, or a quoted key whose inside is valid.
+                    let unquoted = raw.len() >= 2 && raw[0] == b'"' && raw[raw.len() - 1] == b'"';
+                    prop_assert!(valid);
+                    if unquoted { prop_assert_eq!(key.as_bytes(), &raw[1..raw.len() - 1]); }
+                    else { prop_assert_eq!(key.as_bytes(), &raw[..]); }
+                }
+                Err(_) => prop_assert!(!valid || raw.first() == Some(&b'"')),
+            }
+        }
+
+        #[test]
+        fn quoting_a_valid_key_gives_the_same_key(key in "[!#-\\[\\]-~]{1,255}") {
+            let quoted = format!("\"{key}\"");
+            prop_assert_eq!(validate(quoted.as_bytes()), Ok(key.as_str()));
+            prop_assert_eq!(validate(key.as_bytes()), Ok(key.as_str()));
+        }
+    }
+}

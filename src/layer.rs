@@ -1,0 +1,302 @@
+//! [`IdempotencyLayer`]: the configuration and `impl Layer`.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use http::{request::Parts, HeaderName, Method, StatusCode};
+use tower_layer::Layer;
+
+use crate::{outcome::Metrics, service::Idempotency, store::IdempotencyStore};
+
+/// Derives the scope of a request (e.g. the tenant an auth layer put in the extensions).
+pub(crate) type ScopeFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
+
+/// Everything the layer's services share, read-only once the layer is built.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) header_name: HeaderName,
+    pub(crate) methods: Vec<Method>,
+    pub(crate) require_key: bool,
+    pub(crate) conflict_status: StatusCode,
+    pub(crate) ttl: Duration,
+    pub(crate) lease: Duration,
+    pub(crate) max_request_body: usize,
+    pub(crate) max_response_body: usize,
+    pub(crate) fingerprint_headers: Vec<HeaderName>,
+    pub(crate) namespace: String,
+    pub(crate) scope: Option<ScopeFn>,
+    pub(crate) wait_for_in_flight: Option<Duration>,
+    pub(crate) fail_open: bool,
+    pub(crate) transient_statuses: Vec<StatusCode>,
+    pub(crate) unstored_headers: Vec<HeaderName>,
+    pub(crate) run_to_completion: bool,
+    pub(crate) store_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            header_name: HeaderName::from_static("idempotency-key"),
+            methods: vec![Method::POST, Method::PATCH],
+            require_key: false,
+            conflict_status: StatusCode::CONFLICT,
+            ttl: Duration::from_secs(24 * 60 * 60),
+            lease: Duration::from_secs(30),
+            max_request_body: 2 * 1024 * 1024,
+            max_response_body: 1024 * 1024,
+            fingerprint_headers: vec![
+                http::header::AUTHORIZATION,
+                http::header::COOKIE,
+                HeaderName::from_static("x-api-key"),
+            ],
+            namespace: "idem".to_owned(),
+            scope: None,
+            wait_for_in_flight: None,
+            fail_open: false,
+            transient_statuses: vec![
+                StatusCode::REQUEST_TIMEOUT,
+                StatusCode::TOO_EARLY,
+                StatusCode::TOO_MANY_REQUESTS,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ],
+            unstored_headers: vec![http::header::SET_COOKIE],
+            run_to_completion: true,
+            store_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Makes POST and PATCH requests that carry an `Idempotency-Key` safe to retry.
+///
+/// The first request with a key runs the inner service and records its response; a retry
+/// with the same key and the same request gets that response replayed (with
+/// `Idempotent-Replayed: true`) without running the inner service again. See the
+/// [crate docs](crate) for the whole flow and the defaults.
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::{routing::post, Router};
+/// use tower_idempotency::{IdempotencyLayer, MemoryStore};
+///
+/// let layer = IdempotencyLayer::new(MemoryStore::new())
+///     .require_key(true)
+///     .ttl(Duration::from_secs(6 * 60 * 60))
+///     .scope(|parts| parts.headers.get("x-tenant")?.to_str().ok().map(str::to_owned));
+/// let app: Router = Router::new()
+///     .route("/payments", post(|| async { "paid" }))
+///     .layer(layer);
+/// ```
+pub struct IdempotencyLayer<St> {
+    store: Arc<St>,
+    config: Arc<Config>,
+    metrics: Metrics,
+}
+
+impl<St: IdempotencyStore> IdempotencyLayer<St> {
+    /// A layer over `store` with the defaults: POST and PATCH, header `Idempotency-Key`
+    /// optional, 409 on conflict, lease 30 s, TTL 24 h, request bodies up to 2 MiB,
+    /// responses recorded up to 1 MiB, fingerprint headers `authorization`, `cookie` and
+    /// `x-api-key`, namespace `idem`, no scope, fail closed, transient statuses 408, 425,
+    /// 429 and 503, `set-cookie` not stored, handlers driven to completion, store calls
+    /// timed out after 5 s.
+    pub fn new(store: St) -> Self {
+        Self {
+            store: Arc::new(store),
+            config: Arc::new(Config::default()),
+            metrics: Metrics::default(),
+        }
+    }
+}
+
+impl<St> IdempotencyLayer<St> {
+    fn with(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        change(Arc::make_mut(&mut self.config));
+        self
+    }
+
+    /// The counters of this layer's outcomes, shared with every service it builds.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
+    /// The store this layer records into.
+    pub fn store(&self) -> &St {
+        &self.store
+    }
+
+    /// The header that carries the key (default `Idempotency-Key`).
+    #[must_use]
+    pub fn header_name(self, name: HeaderName) -> Self {
+        self.with(|c| c.header_name = name)
+    }
+
+    /// The methods that are intercepted (default POST and PATCH). Others pass through
+    /// untouched, with no buffering.
+    #[must_use]
+    pub fn methods(self, methods: impl IntoIterator<Item = Method>) -> Self {
+        self.with(|c| c.methods = methods.into_iter().collect())
+    }
+
+    /// Whether an intercepted request without a key is refused with `400` (default:
+    /// `false`, it passes through unprotected).
+    #[must_use]
+    pub fn require_key(self, require: bool) -> Self {
+        self.with(|c| c.require_key = require)
+    }
+
+    /// The status of a conflict (same key, different request): `409 Conflict` (default) or
+    /// `422 Unprocessable Entity` (the IETF draft's choice).
+    ///
+    /// # Panics
+    ///
+    /// On any other status.
+    #[must_use]
+    pub fn conflict_status(self, status: StatusCode) -> Self {
+        assert!(
+            status == StatusCode::CONFLICT || status == StatusCode::UNPROCESSABLE_ENTITY,
+            "conflict_status must be 409 or 422, not {status}"
+        );
+        self.with(|c| c.conflict_status = status)
+    }
+
+    /// How long a completed response is kept for replay (default 24 h).
+    #[must_use]
+    pub fn ttl(self, ttl: Duration) -> Self {
+        self.with(|c| c.ttl = ttl)
+    }
+
+    /// How long a claim lives without renewal (default 30 s). The layer renews it every
+    /// third of a lease while the inner service runs, so only a dead process's claim
+    /// expires; after that a retry runs afresh.
+    #[must_use]
+    pub fn lease(self, lease: Duration) -> Self {
+        self.with(|c| c.lease = lease)
+    }
+
+    /// The largest request body buffered for fingerprinting (default 2 MiB, axum's
+    /// default limit). Larger bodies get `413` and the inner service is not called.
+    #[must_use]
+    pub fn max_request_body(self, bytes: usize) -> Self {
+        self.with(|c| c.max_request_body = bytes)
+    }
+
+    /// The largest response body recorded (default 1 MiB). A larger response is streamed
+    /// to the client once and recorded without its body: a retry gets a `409` problem
+    /// saying so, never a second execution.
+    #[must_use]
+    pub fn max_response_body(self, bytes: usize) -> Self {
+        self.with(|c| c.max_response_body = bytes)
+    }
+
+    /// The headers whose values enter the fingerprint (default `authorization`, `cookie`,
+    /// `x-api-key`): whatever identifies the caller, so that another caller reusing a key
+    /// gets a conflict, never someone else's response. With a [`scope`](Self::scope) that
+    /// identifies the principal, this may be emptied so that a refreshed token still
+    /// replays.
+    #[must_use]
+    pub fn fingerprint_headers(self, headers: impl IntoIterator<Item = HeaderName>) -> Self {
+        self.with(|c| c.fingerprint_headers = headers.into_iter().collect())
+    }
+
+    /// The prefix of this layer's records (default `idem`), so that services sharing one
+    /// store do not collide.
+    #[must_use]
+    pub fn namespace(self, namespace: impl Into<String>) -> Self {
+        let namespace = namespace.into();
+        self.with(|c| c.namespace = namespace)
+    }
+
+    /// Gives each principal its own key space: the closure reads the request parts (e.g.
+    /// the tenant id an authentication layer put in the extensions) and returns the scope;
+    /// `None` is the empty scope.
+    #[must_use]
+    pub fn scope<F>(self, scope: F) -> Self
+    where
+        F: Fn(&Parts) -> Option<String> + Send + Sync + 'static,
+    {
+        self.with(|c| c.scope = Some(Arc::new(scope)))
+    }
+
+    /// Instead of answering `409` to a retry that arrives while the first request runs,
+    /// wait up to `max_wait` for it to finish and replay its response (default: off).
+    #[must_use]
+    pub fn wait_for_in_flight(self, max_wait: Duration) -> Self {
+        self.with(|c| c.wait_for_in_flight = Some(max_wait))
+    }
+
+    /// ⚠️ When the store cannot be reached at claim time, run the request **unprotected**
+    /// (and log a warning) instead of answering `503` (default: `false`, fail closed). A
+    /// retry during an outage can then run twice: enable only for routes where a duplicate
+    /// is cheaper than an outage.
+    #[must_use]
+    pub fn fail_open(self, fail_open: bool) -> Self {
+        self.with(|c| c.fail_open = fail_open)
+    }
+
+    /// The statuses that mean "not done, retry later": the claim is released and a retry
+    /// runs afresh (default 408, 425, 429, 503). Every other status, `500` included, is
+    /// recorded and replayed, since the write may have happened.
+    #[must_use]
+    pub fn transient_statuses(self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
+        self.with(|c| c.transient_statuses = statuses.into_iter().collect())
+    }
+
+    /// Response headers never recorded, on top of the hop-by-hop headers (default
+    /// `set-cookie`: a session token has no business sitting in a replay cache).
+    #[must_use]
+    pub fn unstored_headers(self, headers: impl IntoIterator<Item = HeaderName>) -> Self {
+        self.with(|c| c.unstored_headers = headers.into_iter().collect())
+    }
+
+    /// Whether the inner service is driven to completion on a task of its own when the
+    /// client goes away, so that the result of a half-done write is still recorded for
+    /// the retry (default `true`). When `false`, a dropped request releases its claim.
+    #[must_use]
+    pub fn run_to_completion(self, run: bool) -> Self {
+        self.with(|c| c.run_to_completion = run)
+    }
+
+    /// The bound on every store call (default 5 s). A claim that times out is a store
+    /// failure (`503`, or unprotected in fail-open mode).
+    #[must_use]
+    pub fn store_timeout(self, timeout: Duration) -> Self {
+        self.with(|c| c.store_timeout = timeout)
+    }
+}
+
+impl<St> Clone for IdempotencyLayer<St> {
+    fn clone(&self) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+            config: Arc::clone(&self.config),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+impl<St> fmt::Debug for IdempotencyLayer<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        f.debug_struct("IdempotencyLayer")
+            .field("header_name", &c.header_name)
+            .field("methods", &c.methods)
+            .field("require_key", &c.require_key)
+            .field("namespace", &c.namespace)
+            .field("lease", &c.lease)
+            .field("ttl", &c.ttl)
+            .field("fail_open", &c.fail_open)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, St> Layer<S> for IdempotencyLayer<St> {
+    type Service = Idempotency<S, St>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Idempotency::new(
+            inner,
+            Arc::clone(&self.store),
+            Arc::clone(&self.config),
+            self.metrics.clone(),
+        )
+    }
+}

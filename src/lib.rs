@@ -1,0 +1,29 @@
+#![doc = include_str!("docs/crate.md")]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod body;
+mod execute;
+mod fingerprint;
+mod future;
+mod intercept;
+mod key;
+mod layer;
+mod outcome;
+mod problem;
+mod replay;
+mod service;
+
+pub mod store;
+
+#[cfg(feature = "test-util")]
+pub mod conformance;
+
+pub use crate::{
+    body::{RequestBody, ResponseBody},
+    future::ResponseFuture,
+    layer::IdempotencyLayer,
+    outcome::{Metrics, Outcome},
+    replay::IDEMPOTENT_REPLAYED,
+    service::Idempotency,
+    store::{IdempotencyStore, MemoryStore},
+};

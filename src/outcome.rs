@@ -1,0 +1,151 @@
+//! What happened to an intercepted request: the [`Outcome`] in the response extensions,
+//! and the [`Metrics`] counters of those outcomes.
+
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+/// What the layer did with an intercepted request.
+///
+/// Inserted into the extensions of every response to an intercepted request, so outer
+/// layers, metrics and tests can read it without parsing bodies:
+///
+/// ```
+/// # use tower_idempotency::Outcome;
+/// # let response = http::Response::new(());
+/// match response.extensions().get::<Outcome>() {
+///     Some(Outcome::Replayed) => { /* served from the store */ }
+///     Some(other) => println!("idempotency outcome: {other}"),
+///     None => { /* not intercepted: other method, or no key */ }
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// A fresh key: the inner service ran and its response was recorded.
+    Fresh,
+    /// A completed key: the recorded response was replayed; the inner service did not run.
+    Replayed,
+    /// The key is held by a request with another fingerprint: `409` (or `422`).
+    Conflict,
+    /// The key is held by the same request, still running: `409` with `Retry-After`.
+    InProgress,
+    /// The key is malformed, repeated, or required and absent: `400`.
+    InvalidKey,
+    /// The request body is over `max_request_body` (`413`), or could not be read (`400`).
+    TooLarge,
+    /// The store failed at claim time: `503` (fail closed), or the request ran
+    /// unprotected (fail open).
+    StoreError,
+    /// The inner service ran but its answer (transient status, error, panic) released the
+    /// key, so a retry runs afresh.
+    Released,
+}
+
+impl Outcome {
+    /// All outcomes, in declaration order.
+    pub const ALL: [Outcome; 8] = [
+        Self::Fresh,
+        Self::Replayed,
+        Self::Conflict,
+        Self::InProgress,
+        Self::InvalidKey,
+        Self::TooLarge,
+        Self::StoreError,
+        Self::Released,
+    ];
+
+    /// The outcome's name as it appears in the tracing span (`fresh`, `replayed`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fresh => "fresh",
+            Self::Replayed => "replayed",
+            Self::Conflict => "conflict",
+            Self::InProgress => "in_progress",
+            Self::InvalidKey => "invalid_key",
+            Self::TooLarge => "too_large",
+            Self::StoreError => "store_error",
+            Self::Released => "released",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|o| *o == self).expect("listed")
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Counters of the layer's outcomes, shared by every clone of one layer and its services.
+///
+/// Get it from [`IdempotencyLayer::metrics`](crate::IdempotencyLayer::metrics) and export
+/// it to your metrics system:
+///
+/// ```
+/// use tower_idempotency::{IdempotencyLayer, MemoryStore, Outcome};
+///
+/// let layer = IdempotencyLayer::new(MemoryStore::new());
+/// let metrics = layer.metrics();
+/// assert_eq!(metrics.count(Outcome::Replayed), 0);
+/// for (outcome, count) in metrics.snapshot() {
+///     println!("idempotency_requests_total{{outcome=\"{outcome}\"}} {count}");
+/// }
+/// ```
+#[derive(Clone, Default)]
+pub struct Metrics {
+    counters: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    outcomes: [AtomicU64; Outcome::ALL.len()],
+    record_failures: AtomicU64,
+}
+
+impl Metrics {
+    /// How many intercepted requests ended with `outcome`.
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        self.counters.outcomes[outcome.index()].load(Ordering::Relaxed)
+    }
+
+    /// Every outcome with its count.
+    pub fn snapshot(&self) -> Vec<(Outcome, u64)> {
+        Outcome::ALL.iter().map(|&o| (o, self.count(o))).collect()
+    }
+
+    /// How many times the store failed to record a response (or release a key) after the
+    /// inner service had run. The client still got its response; a retry of such a key
+    /// may find it in flight until its lease expires.
+    pub fn record_failures(&self) -> u64 {
+        self.counters.record_failures.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add(&self, outcome: Outcome) {
+        self.counters.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_record_failure(&self) {
+        self.counters
+            .record_failures
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (outcome, count) in self.snapshot() {
+            map.entry(&outcome.as_str(), &count);
+        }
+        map.entry(&"record_failures", &self.record_failures())
+            .finish()
+    }
+}

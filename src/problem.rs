@@ -1,0 +1,126 @@
+//! The `application/problem+json` (RFC 9457) responses the layer answers itself.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::{key::KeyError, outcome::Outcome};
+
+/// The prefix of every problem `type` this crate answers with; the client layer matches
+/// on it to tell an in-progress `409` from a conflict.
+pub(crate) const TYPE_PREFIX: &str = "urn:tower-idempotency:problem:";
+
+/// A problem the layer answers instead of calling the inner service.
+#[derive(Debug, Clone)]
+pub(crate) enum Problem {
+    InvalidKey(KeyError),
+    BodyTooLarge { limit: usize },
+    BodyUnreadable,
+    Conflict { status: StatusCode },
+    InProgress,
+    StoreUnavailable,
+    ResponseNotStored { original: StatusCode },
+}
+
+impl Problem {
+    pub(crate) fn outcome(&self) -> Outcome {
+        match self {
+            Self::InvalidKey(_) => Outcome::InvalidKey,
+            Self::BodyTooLarge { .. } | Self::BodyUnreadable => Outcome::TooLarge,
+            Self::Conflict { .. } => Outcome::Conflict,
+            Self::InProgress => Outcome::InProgress,
+            Self::StoreUnavailable => Outcome::StoreError,
+            Self::ResponseNotStored { .. } => Outcome::Replayed,
+        }
+    }
+
+    /// The response, with its body as bytes.
+    pub(crate) fn into_response(self) -> Response<Bytes> {
+        let (status, kind, title, detail, retry_after) = match &self {
+            Self::InvalidKey(err) => (
+                StatusCode::BAD_REQUEST,
+                "invalid-key",
+                "Invalid idempotency key",
+                format!(
+                    "{}. Send one key of 1 to 255 visible ASCII characters, new for each \
+                     logical operation.",
+                    err.detail()
+                ),
+                None,
+            ),
+            Self::BodyTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Request body too large",
+                format!(
+                    "the request body exceeds the limit of {limit} bytes; it was not processed"
+                ),
+                None,
+            ),
+            Self::BodyUnreadable => (
+                StatusCode::BAD_REQUEST,
+                "body-unreadable",
+                "Request body could not be read",
+                "the request body failed while it was being read; it was not processed".to_owned(),
+                None,
+            ),
+            Self::Conflict { status } => (
+                *status,
+                "conflict",
+                "Idempotency key reused for a different request",
+                "this key was already used with a different method, URL, body or credentials; \
+                 fix the request and send it with a new key"
+                    .to_owned(),
+                None,
+            ),
+            Self::InProgress => (
+                StatusCode::CONFLICT,
+                "in-progress",
+                "Request with this idempotency key is in progress",
+                "the first request with this key has not finished; retry the same request \
+                 with the same key after Retry-After"
+                    .to_owned(),
+                Some("1"),
+            ),
+            Self::StoreUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "Idempotency store unavailable",
+                "the request was not processed because its key could not be recorded; retry \
+                 the same request with the same key after Retry-After"
+                    .to_owned(),
+                Some("2"),
+            ),
+            Self::ResponseNotStored { original } => (
+                StatusCode::CONFLICT,
+                "response-not-stored",
+                "Request already processed; response not available",
+                format!(
+                    "the request with this key was already processed with status {}, but its \
+                     response was too large to keep and cannot be replayed; it will not run again",
+                    original.as_u16()
+                ),
+                None,
+            ),
+        };
+        let mut body = serde_json::json!({
+            "type": format!("{TYPE_PREFIX}{kind}"),
+            "title": title,
+            "status": status.as_u16(),
+            "detail": detail,
+        });
+        if let Self::ResponseNotStored { original } = &self {
+            body["original_status"] = original.as_u16().into();
+        }
+        let mut response = Response::new(Bytes::from(body.to_string()));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
+        }
+        response
+    }
+}

@@ -1,0 +1,125 @@
+//! [`Idempotency`]: the `impl Service`.
+
+use std::{
+    fmt,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use tower_service::Service;
+use tracing::Instrument;
+
+use crate::{
+    body::{RequestBody, ResponseBody},
+    future::ResponseFuture,
+    intercept::{intercept, Shared},
+    layer::Config,
+    outcome::Metrics,
+    store::IdempotencyStore,
+};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The middleware service built by [`IdempotencyLayer`](crate::IdempotencyLayer).
+///
+/// The inner service receives requests whose body is a [`RequestBody`]: the original body
+/// when the request is passed through, the buffered bytes when it is intercepted.
+pub struct Idempotency<S, St> {
+    inner: S,
+    shared: Arc<Shared<St>>,
+}
+
+impl<S, St> Idempotency<S, St> {
+    pub(crate) fn new(inner: S, store: Arc<St>, config: Arc<Config>, metrics: Metrics) -> Self {
+        Self {
+            inner,
+            shared: Arc::new(Shared {
+                store,
+                config,
+                metrics,
+            }),
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the middleware, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, St> Clone for Idempotency<S, St> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug, St> fmt::Debug for Idempotency<S, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Idempotency")
+            .field("inner", &self.inner)
+            .field("namespace", &self.shared.config.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, St, ReqBody, ResBody> Service<Request<ReqBody>> for Idempotency<S, St>
+where
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    St: IdempotencyStore,
+    ReqBody: Body<Data = Bytes> + Send + 'static,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Send + 'static,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let config = &self.shared.config;
+        let intercepted = config.methods.contains(req.method())
+            && (config.require_key || req.headers().contains_key(&config.header_name));
+        if !intercepted {
+            return ResponseFuture::passed_through(
+                self.inner.call(req.map(RequestBody::streaming)),
+            );
+        }
+        // `poll_ready` readied `self.inner`; the clone left behind may not be ready. Take
+        // the ready one into the future, which calls it only after awaits (body, store).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let span = tracing::info_span!(
+            "idempotency",
+            method = %req.method(),
+            path = req.uri().path(),
+            outcome = tracing::field::Empty,
+        );
+        let future = intercept(inner, Arc::clone(&self.shared), req, span.clone());
+        ResponseFuture::intercepted(Box::pin(future.instrument(span)))
+    }
+}

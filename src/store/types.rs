@@ -1,0 +1,143 @@
+use std::fmt;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+
+/// Where a record lives: the layer's namespace, the caller's scope and the client's key,
+/// encoded into one unambiguous string.
+///
+/// The encoding is `{namespace}:{scope length}:{scope}:{key}`. The scope is
+/// length-prefixed, so no choice of scope and key can collide with another; the namespace
+/// comes first so that a Redis `SCAN idem:*` finds one layer's records.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RecordKey(String);
+
+impl RecordKey {
+    /// The key of `key` within `scope` under `namespace`.
+    pub fn new(namespace: &str, scope: &str, key: &str) -> Self {
+        Self(format!("{namespace}:{}:{scope}:{key}", scope.len()))
+    }
+
+    /// The encoded key, for use as a storage key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RecordKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RecordKey").field(&self.0).finish()
+    }
+}
+
+/// The SHA-256 digest that identifies a request: method, path and query, body and the
+/// caller-identifying headers. Only this digest is stored, never the credentials.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    /// A fingerprint from its 32 digest bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The 32 digest bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint(")?;
+        for b in &self.0[..8] {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, "…)")
+    }
+}
+
+/// The fence of one claim: a random 128-bit token that every later write on the record
+/// must present.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LockToken(u128);
+
+impl LockToken {
+    /// A fresh random token (UUID v4 randomness).
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().as_u128())
+    }
+
+    /// A token from its 16 bytes (big-endian), as a store read it back.
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(u128::from_be_bytes(bytes))
+    }
+
+    /// The token's 16 bytes (big-endian), as a store writes them.
+    pub const fn to_bytes(self) -> [u8; 16] {
+        self.0.to_be_bytes()
+    }
+}
+
+impl fmt::Debug for LockToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Enough to tell two tokens apart in a log, not enough to forge one.
+        write!(f, "LockToken({:08x}…)", (self.0 >> 96) as u32)
+    }
+}
+
+/// A recorded response, as it is replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// The original status.
+    pub status: StatusCode,
+    /// The original end-to-end headers (hop-by-hop headers and `set-cookie` already
+    /// removed by the layer).
+    pub headers: HeaderMap,
+    /// The original body, byte for byte; `None` when it was larger than the layer's
+    /// `max_response_body` and so was delivered once and not kept.
+    pub body: Option<Bytes>,
+}
+
+impl StoredResponse {
+    /// How many bytes the response holds (headers and body), for size accounting.
+    pub fn size(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        headers + self.body.as_ref().map_or(0, Bytes::len)
+    }
+}
+
+/// The answer of [`IdempotencyStore::begin`](super::IdempotencyStore::begin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// The key was free and is now claimed with this token: run the request.
+    Claimed(LockToken),
+    /// The key is claimed by a request with the same fingerprint that has not finished.
+    InProgress,
+    /// The key is held by a request with a different fingerprint.
+    Conflict,
+    /// The key completed with the same fingerprint: replay this response.
+    Completed(StoredResponse),
+}
+
+/// A live record, as [`IdempotencyStore::get`](super::IdempotencyStore::get) returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The fingerprint of the request that claimed the key.
+    pub fingerprint: Fingerprint,
+    /// Whether that request is still running or has completed.
+    pub state: RecordState,
+}
+
+/// The state of a live record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordState {
+    /// Claimed, and the claim's lease has not expired.
+    InFlight,
+    /// Completed with this response.
+    Completed(StoredResponse),
+}
