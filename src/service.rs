@@ -23,6 +23,10 @@ use crate::{
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Marks a request an idempotency layer has intercepted, so nested layers pass it on.
+#[derive(Clone, Copy)]
+struct Guarded;
+
 /// The middleware service built by [`IdempotencyLayer`](crate::IdempotencyLayer).
 ///
 /// The inner service receives requests whose body is a [`RequestBody`]: the original body
@@ -102,7 +106,11 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let config = &self.shared.config;
-        let intercepted = config.methods.contains(req.method())
+        // An outer idempotency layer already guards this request (e.g. a router-wide layer
+        // around a route-level one): claiming the key again would find it in flight.
+        let guarded = req.extensions().get::<Guarded>().is_some();
+        let intercepted = !guarded
+            && config.methods.contains(req.method())
             && (config.require_key || req.headers().contains_key(&config.header_name));
         if !intercepted {
             return ResponseFuture::passed_through(
@@ -113,6 +121,8 @@ where
         // the ready one into the future, which calls it only after awaits (body, store).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
+        let mut req = req;
+        req.extensions_mut().insert(Guarded);
         let span = tracing::info_span!(
             "idempotency",
             method = %req.method(),
