@@ -1,1 +1,65 @@
-fn main() {}
+//! In-process cost of the layer on the memory store, against the bare handler in the same
+//! run: `cargo bench --bench layer`.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use axum::{body::Body, http::Request, Router};
+use criterion::{criterion_group, criterion_main, Criterion};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+mod common;
+
+async fn call(app: &Router, key: Option<String>) {
+    let mut request = Request::post("/orders").header("content-type", "application/json");
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::from(common::BODY)).unwrap())
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    response.into_body().collect().await.unwrap();
+}
+
+fn layer(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bare = common::bare(Duration::ZERO);
+    let noop = common::noop_layered();
+    let layered = common::layered(Duration::ZERO);
+    let counter = AtomicU64::new(0);
+    runtime.block_on(call(&layered, Some("replay-key".to_owned())));
+
+    let mut group = c.benchmark_group("layer");
+    group.bench_function("bare", |b| b.to_async(&runtime).iter(|| call(&bare, None)));
+    group.bench_function("noop_layer", |b| {
+        b.to_async(&runtime).iter(|| call(&noop, None))
+    });
+    group.bench_function("pass_through", |b| {
+        b.to_async(&runtime).iter(|| call(&layered, None))
+    });
+    group.bench_function("fresh", |b| {
+        b.to_async(&runtime).iter(|| {
+            call(
+                &layered,
+                Some(format!("fresh-{}", counter.fetch_add(1, Ordering::Relaxed))),
+            )
+        })
+    });
+    group.bench_function("replay", |b| {
+        b.to_async(&runtime)
+            .iter(|| call(&layered, Some("replay-key".to_owned())))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, layer);
+criterion_main!(benches);

@@ -1,1 +1,284 @@
-fn main() {}
+//! An orders API protected by the idempotency layer.
+//!
+//! ```text
+//! cargo run --example orders                      # in-memory store, 127.0.0.1:3000
+//! cargo run --example orders -- --addr 127.0.0.1:8080 --lease 10 --ttl 3600
+//! cargo run --example orders --features redis -- --store redis://127.0.0.1:6379
+//! cargo run --example orders --features postgres -- --store postgres://postgres@127.0.0.1:5432/test
+//! ```
+//!
+//! Routes: `POST /orders` (key required; `{"item", "quantity", "delay_ms"?}`),
+//! `GET /orders`, `PATCH /orders/{id}` (key optional; `{"quantity"}`), `GET /metrics`.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, patch, post},
+    Json, Router,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tower_idempotency::{IdempotencyLayer, IdempotencyStore, MemoryStore, Metrics, Outcome};
+
+#[derive(Clone, Serialize)]
+struct Order {
+    id: u64,
+    item: String,
+    quantity: u32,
+}
+
+#[derive(Clone, Default)]
+struct Orders(Arc<Mutex<Vec<Order>>>);
+
+#[derive(Clone)]
+struct AppState {
+    orders: Orders,
+    metrics: Metrics,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOrder {
+    item: String,
+    quantity: i64,
+    delay_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuantityChange {
+    quantity: i64,
+}
+
+fn invalid(detail: &str) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(json!({ "error": "invalid order", "detail": detail })),
+    )
+        .into_response()
+}
+
+fn quantity(value: i64) -> Result<u32, String> {
+    u32::try_from(value)
+        .ok()
+        .filter(|q| *q > 0)
+        .ok_or_else(|| format!("quantity must be a positive integer, not {value}"))
+}
+
+async fn create_order(State(state): State<AppState>, body: Bytes) -> Response {
+    let new: NewOrder = match serde_json::from_slice(&body) {
+        Ok(new) => new,
+        Err(err) => return invalid(&err.to_string()),
+    };
+    let quantity = match quantity(new.quantity) {
+        Ok(q) => q,
+        Err(detail) => return invalid(&detail),
+    };
+    if new.item.trim().is_empty() {
+        return invalid("item must not be empty");
+    }
+    if let Some(delay) = new.delay_ms {
+        // A slow payment provider: the order commits only after this.
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let order = {
+        let mut orders = state.orders.0.lock().unwrap();
+        let order = Order {
+            id: orders.len() as u64 + 1,
+            item: new.item,
+            quantity,
+        };
+        orders.push(order.clone());
+        order
+    };
+    tracing::info!(id = order.id, item = %order.item, "order committed");
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/orders/{}", order.id))],
+        Json(order),
+    )
+        .into_response()
+}
+
+async fn list_orders(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let orders = state.orders.0.lock().unwrap();
+    Json(json!({ "count": orders.len(), "orders": *orders }))
+}
+
+async fn change_quantity(
+    State(state): State<AppState>,
+    Path(id): Path<u64>,
+    body: Bytes,
+) -> Response {
+    let change: QuantityChange = match serde_json::from_slice(&body) {
+        Ok(change) => change,
+        Err(err) => return invalid(&err.to_string()),
+    };
+    let quantity = match quantity(change.quantity) {
+        Ok(q) => q,
+        Err(detail) => return invalid(&detail),
+    };
+    let mut orders = state.orders.0.lock().unwrap();
+    match orders.iter_mut().find(|o| o.id == id) {
+        Some(order) => {
+            order.quantity = quantity;
+            Json(order.clone()).into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": "no such order" })),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let counts: serde_json::Map<_, _> = state
+        .metrics
+        .snapshot()
+        .into_iter()
+        .map(|(outcome, n)| (outcome.to_string(), n.into()))
+        .collect();
+    Json(json!({ "outcomes": counts, "record_failures": state.metrics.record_failures() }))
+}
+
+/// Logs what the idempotency layer did with each intercepted request.
+async fn log_outcome(response: Response) -> Response {
+    if let Some(outcome) = response.extensions().get::<Outcome>() {
+        tracing::info!(%outcome, status = response.status().as_u16(), "idempotency");
+    }
+    response
+}
+
+/// The app over any store: creating an order requires a key, changing one accepts one.
+fn app<St: IdempotencyStore>(store: St, options: &Options) -> Router {
+    let layer = IdempotencyLayer::new(store)
+        .lease(options.lease)
+        .ttl(options.ttl);
+    let state = AppState {
+        orders: Orders::default(),
+        metrics: layer.metrics(),
+    };
+    Router::new()
+        .route(
+            "/orders",
+            post(create_order)
+                .layer(layer.clone().require_key(true))
+                .get(list_orders),
+        )
+        .route("/orders/{id}", patch(change_quantity).layer(layer))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::map_response(log_outcome))
+        .with_state(state)
+}
+
+struct Options {
+    addr: SocketAddr,
+    store: String,
+    lease: Duration,
+    ttl: Duration,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut options = Options {
+        addr: "127.0.0.1:3000".parse().unwrap(),
+        store: "memory".to_owned(),
+        lease: Duration::from_secs(30),
+        ttl: Duration::from_secs(24 * 60 * 60),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or(format!("{flag} needs a value"));
+        let seconds = |v: String| {
+            v.parse()
+                .map(Duration::from_secs)
+                .map_err(|e| format!("{flag}: {e}"))
+        };
+        match flag.as_str() {
+            "--addr" => options.addr = value()?.parse().map_err(|e| format!("--addr: {e}"))?,
+            "--store" => options.store = value()?,
+            "--lease" => options.lease = seconds(value()?)?,
+            "--ttl" => options.ttl = seconds(value()?)?,
+            "-h" | "--help" => {
+                return Err(
+                    "usage: orders [--addr HOST:PORT] [--store memory|redis://…|postgres://…] \
+                            [--lease SECS] [--ttl SECS]"
+                        .to_owned(),
+                )
+            }
+            other => return Err(format!("unknown argument {other}; see --help")),
+        }
+    }
+    Ok(options)
+}
+
+async fn router(options: &Options) -> Result<Router, String> {
+    let url = options.store.as_str();
+    if url == "memory" {
+        return Ok(app(MemoryStore::new(), options));
+    }
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        #[cfg(feature = "redis")]
+        {
+            let store = tower_idempotency::store::RedisStore::connect(url)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(app(store, options));
+        }
+        #[cfg(not(feature = "redis"))]
+        return Err("this build has no Redis store: run with --features redis".to_owned());
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        #[cfg(feature = "postgres")]
+        {
+            let store = tower_idempotency::store::PostgresStore::connect(url)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(app(store, options));
+        }
+        #[cfg(not(feature = "postgres"))]
+        return Err("this build has no PostgreSQL store: run with --features postgres".to_owned());
+    }
+    Err(format!(
+        "--store must be memory, redis://… or postgres://…, not {url}"
+    ))
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "orders=info,tower_idempotency=warn".into()),
+        )
+        .init();
+    let options = parse_args().unwrap_or_else(|msg| {
+        eprintln!("{msg}");
+        std::process::exit(2);
+    });
+    let app = router(&options).await.unwrap_or_else(|msg| {
+        eprintln!("orders: {msg}");
+        std::process::exit(1);
+    });
+    let listener = tokio::net::TcpListener::bind(options.addr)
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("orders: cannot listen on {}: {e}", options.addr);
+            std::process::exit(1);
+        });
+    // Tests and scripts wait for this line.
+    println!(
+        "orders listening on http://{} (store: {})",
+        listener.local_addr().unwrap(),
+        options.store
+    );
+    axum::serve(listener, app).await.unwrap();
+}

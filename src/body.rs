@@ -105,6 +105,7 @@ pin_project! {
     #[project = ResponseKindProj]
     enum ResponseKind<B: Body> {
         Streaming { #[pin] body: B },
+        Full { data: Option<Bytes> },
         Held {
             chunks: VecDeque<Bytes>,
             // The rest of the inner body, when only its head was buffered.
@@ -124,7 +125,11 @@ impl<B: Body> ResponseBody<B> {
     }
 
     pub(crate) fn full(data: Bytes) -> Self {
-        Self::held(VecDeque::from([data]), None, None, None)
+        Self {
+            kind: ResponseKind::Full {
+                data: (!data.is_empty()).then_some(data),
+            },
+        }
     }
 
     /// Chunks already read, then what is left of the inner body (if anything), then the
@@ -160,6 +165,7 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
             ResponseKindProj::Streaming { body } => body.poll_frame(cx),
+            ResponseKindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ResponseKindProj::Held {
                 chunks,
                 rest,
@@ -186,6 +192,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             ResponseKind::Streaming { body } => body.is_end_stream(),
+            ResponseKind::Full { data } => data.is_none(),
             ResponseKind::Held {
                 chunks,
                 rest,
@@ -193,7 +200,7 @@ where
                 trailers,
             } => {
                 chunks.is_empty()
-                    && rest.as_ref().is_none_or(|b| Body::is_end_stream(b))
+                    && rest.as_ref().is_none_or(Body::is_end_stream)
                     && error.is_none()
                     && trailers.is_none()
             }
@@ -203,6 +210,9 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             ResponseKind::Streaming { body } => body.size_hint(),
+            ResponseKind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             ResponseKind::Held { chunks, rest, .. } => {
                 let held: u64 = chunks.iter().map(|c| c.len() as u64).sum();
                 match rest {
@@ -226,6 +236,7 @@ impl<B: Body> fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
             ResponseKind::Streaming { .. } => "streaming",
+            ResponseKind::Full { .. } => "full",
             ResponseKind::Held { .. } => "held",
         };
         f.debug_struct("ResponseBody").field("kind", &kind).finish()

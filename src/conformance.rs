@@ -17,8 +17,11 @@
 //!
 //! In your store's test file:
 //!
-//! ```ignore
-//! tower_idempotency::store_conformance_tests!(async { Some(MyStore::connect().await) });
+//! ```
+//! // With your store in place of `MemoryStore`; an `async` block that yields `None`
+//! // (e.g. when a URL is not configured) skips every check.
+//! tower_idempotency::store_conformance_tests!(async { Some(tower_idempotency::MemoryStore::new()) });
+//! # fn main() {}
 //! ```
 //!
 //! The expression yields `Option<Store>`; `None` skips every check (with a printed notice),
@@ -109,7 +112,7 @@ pub async fn complete_then_replay<S: IdempotencyStore>(store: &S) {
     let key = unique_key();
     let token = claimed(store, &key, LEASE).await;
     store
-        .complete(&key, &token, &sample_response(), TTL)
+        .complete(&key, &token, sample_response(), TTL)
         .await
         .unwrap();
     assert_eq!(
@@ -132,7 +135,10 @@ pub async fn body_less_record_round_trips<S: IdempotencyStore>(store: &S) {
         body: None,
         ..sample_response()
     };
-    store.complete(&key, &token, &response, TTL).await.unwrap();
+    store
+        .complete(&key, &token, response.clone(), TTL)
+        .await
+        .unwrap();
     assert_eq!(
         store.begin(&key, &FP, LEASE).await.unwrap(),
         Begin::Completed(response)
@@ -146,7 +152,7 @@ pub async fn writes_are_fenced<S: IdempotencyStore>(store: &S) {
     let forged = LockToken::generate();
     assert_fenced(
         "complete with a wrong token",
-        store.complete(&key, &forged, &sample_response(), TTL),
+        store.complete(&key, &forged, sample_response(), TTL),
     )
     .await;
     assert_fenced("release with a wrong token", store.release(&key, &forged)).await;
@@ -161,12 +167,12 @@ pub async fn writes_are_fenced<S: IdempotencyStore>(store: &S) {
     );
     // After completion, the owner's token is spent too.
     store
-        .complete(&key, &token, &sample_response(), TTL)
+        .complete(&key, &token, sample_response(), TTL)
         .await
         .unwrap();
     assert_fenced(
         "complete twice",
-        store.complete(&key, &token, &sample_response(), TTL),
+        store.complete(&key, &token, sample_response(), TTL),
     )
     .await;
     assert_fenced("release after complete", store.release(&key, &token)).await;
@@ -198,13 +204,13 @@ pub async fn expired_lease_is_taken_over_and_fenced<S: IdempotencyStore>(store: 
     assert_ne!(old, new);
     assert_fenced(
         "old owner's complete",
-        store.complete(&key, &old, &sample_response(), TTL),
+        store.complete(&key, &old, sample_response(), TTL),
     )
     .await;
     assert_fenced("old owner's renew", store.renew(&key, &old, LEASE)).await;
     assert_fenced("old owner's release", store.release(&key, &old)).await;
     store
-        .complete(&key, &new, &sample_response(), TTL)
+        .complete(&key, &new, sample_response(), TTL)
         .await
         .unwrap();
     assert_eq!(
@@ -232,7 +238,7 @@ pub async fn completed_record_expires<S: IdempotencyStore>(store: &S) {
     let key = unique_key();
     let token = claimed(store, &key, LEASE).await;
     store
-        .complete(&key, &token, &sample_response(), SHORT)
+        .complete(&key, &token, sample_response(), SHORT)
         .await
         .unwrap();
     tokio::time::sleep(PAST_SHORT).await;

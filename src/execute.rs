@@ -18,9 +18,9 @@ use crate::{
     store::{IdempotencyStore, LockToken, RecordKey, StoreErrorKind, StoredResponse},
 };
 
-/// Runs the claimed request to its end and records the outcome. With `run_to_completion`
-/// the work runs on a task of its own, so a client that disconnects cancels only its
-/// wait, not the write or its record.
+/// Runs the claimed request to its end and records the outcome. With `run_to_completion`,
+/// a client that disconnects cancels only its wait: the work goes on, on a task of its
+/// own, to finish the write and record it.
 pub(crate) async fn execute<S, St, ReqBody, ResBody>(
     inner: S,
     shared: Arc<Shared<St>>,
@@ -47,15 +47,74 @@ where
         settled: false,
     };
     let work = run_and_record(inner, req, claim);
-    if !run_to_completion {
-        return work.await;
+    if run_to_completion {
+        Detaching::new(work.in_current_span()).await
+    } else {
+        work.await
     }
-    match tokio::spawn(work.in_current_span()).await {
-        Ok(result) => result,
-        // The claim was released when the task's future was dropped; let the panic go on
-        // as if the service had been called in place.
-        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-        Err(err) => panic!("idempotency task did not finish: {err}"),
+}
+
+/// Polls the work in place (no task spawned on the common path) and, if dropped before it
+/// finishes (hyper drops the response future when the client goes away), hands the rest of
+/// it to a task of its own.
+struct Detaching<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send,
+{
+    work: Option<Pin<Box<F>>>,
+}
+
+impl<F> Detaching<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send,
+{
+    fn new(work: F) -> Self {
+        Self {
+            work: Some(Box::pin(work)),
+        }
+    }
+}
+
+impl<F> Future for Detaching<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send,
+{
+    type Output = F::Output;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        // Taken out while polled: if the work panics, it is dropped here (releasing its
+        // claim) rather than detached half-unwound.
+        let mut work = self.work.take().expect("polled after completion");
+        let poll = work.as_mut().poll(cx);
+        if poll.is_pending() {
+            self.work = Some(work);
+        }
+        poll
+    }
+}
+
+impl<F> Drop for Detaching<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send,
+{
+    fn drop(&mut self) {
+        let Some(work) = self.work.take() else {
+            return;
+        };
+        // Without a runtime the work can only be dropped, which releases its claim.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            drop(work.await);
+        });
     }
 }
 
@@ -71,7 +130,7 @@ struct Claim<St: IdempotencyStore> {
 }
 
 impl<St: IdempotencyStore> Claim<St> {
-    async fn complete(&mut self, record: &StoredResponse) {
+    async fn complete(&mut self, record: StoredResponse) {
         let config = &self.shared.config;
         let stored = timed(
             config,
@@ -124,7 +183,7 @@ impl<St: IdempotencyStore> Claim<St> {
                         return std::future::pending().await;
                     }
                     Err(err) => {
-                        tracing::warn!(parent: &self.span, error = %err, "could not renew the lease; trying again")
+                        tracing::warn!(parent: &self.span, error = %err, "could not renew the lease; trying again");
                     }
                 }
             }
@@ -200,22 +259,18 @@ where
     };
     let (outcome, body) = match read {
         ReadBody::Complete { body, trailers } => {
-            claim
-                .complete(&to_record(
-                    &parts,
-                    Some(body.clone()),
-                    &config.unstored_headers,
-                ))
-                .await;
-            (
-                Outcome::Fresh,
-                ResponseBody::held(VecDeque::from([body]), None, None, trailers),
-            )
+            let record = to_record(&parts, Some(body.clone()), &config.unstored_headers);
+            claim.complete(record).await;
+            let body = match trailers {
+                None => ResponseBody::full(body),
+                trailers => ResponseBody::held(VecDeque::from([body]), None, None, trailers),
+            };
+            (Outcome::Fresh, body)
         }
         ReadBody::Overflow { head, rest } => {
             // Delivered once, as it streams; a retry learns it ran, and does not run again.
             claim
-                .complete(&to_record(&parts, None, &config.unstored_headers))
+                .complete(to_record(&parts, None, &config.unstored_headers))
                 .await;
             (
                 Outcome::Fresh,

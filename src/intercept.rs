@@ -3,10 +3,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use http_body::Body;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use tower_service::Service;
 use tracing::Span;
 
@@ -21,8 +21,6 @@ use crate::{
     replay::replay,
     store::{Begin, IdempotencyStore, RecordKey, StoreError, StoreErrorKind},
 };
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What every service of one layer shares.
 pub(crate) struct Shared<St> {
@@ -78,7 +76,6 @@ where
     S::Error: Send + 'static,
     St: IdempotencyStore,
     ReqBody: Body<Data = Bytes> + Send + 'static,
-    ReqBody::Error: Into<BoxError>,
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Send + 'static,
 {
@@ -146,11 +143,11 @@ where
     }
 }
 
-/// Buffers the request body up to `limit` bytes.
+/// Buffers the request body up to `limit` bytes. A body of one chunk (the common case)
+/// is kept as it is, without a copy.
 async fn read_body<B>(body: B, headers: &http::HeaderMap, limit: usize) -> Result<Bytes, Problem>
 where
     B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
 {
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
@@ -158,11 +155,30 @@ where
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(Problem::BodyTooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<LengthLimitError>() => Err(Problem::BodyTooLarge { limit }),
-        Err(_) => Err(Problem::BodyUnreadable),
+    let mut body = std::pin::pin!(body);
+    let mut first = Bytes::new();
+    let mut more: Option<BytesMut> = None;
+    let mut len = 0;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| Problem::BodyUnreadable)?.into_data() else {
+            continue; // trailers are not part of the fingerprint
+        };
+        len += data.len();
+        if len > limit {
+            return Err(Problem::BodyTooLarge { limit });
+        }
+        match &mut more {
+            None if first.is_empty() => first = data,
+            Some(buf) => buf.extend_from_slice(&data),
+            None => {
+                let mut buf = BytesMut::with_capacity(len.max(2 * first.len()));
+                buf.extend_from_slice(&first);
+                buf.extend_from_slice(&data);
+                more = Some(buf);
+            }
+        }
     }
+    Ok(more.map_or(first, BytesMut::freeze))
 }
 
 /// Claims the key; in wait mode, polls an in-flight key until it completes, its lease

@@ -1,4 +1,4 @@
-#![doc = include_str!("docs/crate.md")]
+#![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 mod body;

@@ -21,8 +21,6 @@ use crate::{
     store::IdempotencyStore,
 };
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 /// Marks a request an idempotency layer has intercepted, so nested layers pass it on.
 #[derive(Clone, Copy)]
 struct Guarded;
@@ -92,7 +90,6 @@ where
     S::Error: Send + 'static,
     St: IdempotencyStore,
     ReqBody: Body<Data = Bytes> + Send + 'static,
-    ReqBody::Error: Into<BoxError>,
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Send + 'static,
 {

@@ -300,14 +300,14 @@ impl IdempotencyStore for MemoryStore {
         &self,
         key: &RecordKey,
         token: &LockToken,
-        response: &StoredResponse,
+        response: StoredResponse,
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let now = Instant::now();
         let mut guard = self.lock();
         let state = &mut *guard;
         let old_size = state.owned(key.as_str(), token, now)?.size;
-        let mut response = response.clone();
+        let mut response = response;
         let mut size = entry_size(key.as_str(), Some(&response));
         if !state.make_room(self.shared.limits, size.saturating_sub(old_size), 0, now) {
             // No room for the body even after evicting every completed record: keep the
@@ -403,7 +403,7 @@ mod tests {
         for i in 0..10_000 {
             let token = claim(&store, i).await.unwrap();
             store
-                .complete(&key(i), &token, &response(100), TTL)
+                .complete(&key(i), &token, response(100), TTL)
                 .await
                 .unwrap();
             assert!(store.bytes() <= 64 * 1024);
@@ -432,7 +432,7 @@ mod tests {
         }
         // Completing one makes it evictable, so the next claim succeeds by evicting it.
         store
-            .complete(&key(3), &tokens[3], &response(10), TTL)
+            .complete(&key(3), &tokens[3], response(10), TTL)
             .await
             .unwrap();
         claim(&store, 10).await.unwrap();
@@ -452,12 +452,12 @@ mod tests {
         let store = MemoryStore::new().max_entries(3);
         let t0 = claim(&store, 0).await.unwrap();
         store
-            .complete(&key(0), &t0, &response(1), Duration::from_secs(1))
+            .complete(&key(0), &t0, response(1), Duration::from_secs(1))
             .await
             .unwrap();
         let t1 = claim(&store, 1).await.unwrap();
         store
-            .complete(&key(1), &t1, &response(1), TTL)
+            .complete(&key(1), &t1, response(1), TTL)
             .await
             .unwrap();
         // key 0 is the most recently used, but it expires.
@@ -480,7 +480,7 @@ mod tests {
         let store = MemoryStore::new().max_bytes(2 * 1024);
         let token = claim(&store, 0).await.unwrap();
         store
-            .complete(&key(0), &token, &response(10 * 1024), TTL)
+            .complete(&key(0), &token, response(10 * 1024), TTL)
             .await
             .unwrap();
         let Begin::Completed(kept) = store.begin(&key(0), &FP, LEASE).await.unwrap() else {

@@ -41,12 +41,12 @@
 //!         })
 //!     }
 //!
-//!     async fn complete(&self, key: &RecordKey, token: &LockToken, response: &StoredResponse,
+//!     async fn complete(&self, key: &RecordKey, token: &LockToken, response: StoredResponse,
 //!         _ttl: Duration) -> Result<(), StoreError>
 //!     {
 //!         match self.0.lock().unwrap().get_mut(key.as_str()) {
 //!             Some((_, state)) if *state == Err(*token) => {
-//!                 *state = Ok(response.clone());
+//!                 *state = Ok(response);
 //!                 Ok(())
 //!             }
 //!             _ => Err(StoreError::fenced()),
@@ -154,7 +154,7 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         &self,
         key: &RecordKey,
         token: &LockToken,
-        response: &StoredResponse,
+        response: StoredResponse,
         ttl: Duration,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 

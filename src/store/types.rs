@@ -1,4 +1,10 @@
-use std::fmt;
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        OnceLock,
+    },
+};
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -63,9 +69,15 @@ impl fmt::Debug for Fingerprint {
 pub struct LockToken(u128);
 
 impl LockToken {
-    /// A fresh random token (UUID v4 randomness).
+    /// A fresh token, unique across processes: 64 random bits drawn once per process
+    /// (UUID v4 randomness) and a 64-bit counter. Tokens are never shown to clients, so
+    /// they need to be unique, not unguessable; this keeps a syscall off every claim.
     pub fn generate() -> Self {
-        Self(uuid::Uuid::new_v4().as_u128())
+        static PROCESS: OnceLock<u64> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let process = *PROCESS.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+        Self((u128::from(process) << 64) | u128::from(count))
     }
 
     /// A token from its 16 bytes (big-endian), as a store read it back.

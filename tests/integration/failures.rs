@@ -110,7 +110,7 @@ impl IdempotencyStore for BrokenStore {
         &self,
         _: &RecordKey,
         _: &LockToken,
-        _: &StoredResponse,
+        _: StoredResponse,
         _: Duration,
     ) -> Result<(), StoreError> {
         self.fail().await
@@ -175,7 +175,7 @@ impl IdempotencyStore for ForgetfulStore {
         &self,
         _: &RecordKey,
         _: &LockToken,
-        _: &StoredResponse,
+        _: StoredResponse,
         _: Duration,
     ) -> Result<(), StoreError> {
         Err(StoreError::unavailable("write failed"))

@@ -8,3 +8,4 @@ mod conformance;
 mod failures;
 mod flow;
 mod keys_and_bodies;
+mod observability;

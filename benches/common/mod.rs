@@ -1,0 +1,62 @@
+//! The handler and apps both benchmarks measure.
+
+use std::time::Duration;
+
+use axum::{
+    body::Bytes, extract::State, http::StatusCode, response::IntoResponse, routing::post, Json,
+    Router,
+};
+use serde::{Deserialize, Serialize};
+use tower_idempotency::{IdempotencyLayer, MemoryStore};
+
+#[derive(Deserialize)]
+struct NewOrder {
+    item: String,
+    quantity: u32,
+}
+
+#[derive(Serialize)]
+struct Order {
+    id: u64,
+    item: String,
+    quantity: u32,
+}
+
+/// A minimal write handler: parse the JSON order, wait `commit` (a simulated database
+/// commit; zero for a CPU-only handler), answer `201` with it as JSON.
+async fn create(State(commit): State<Duration>, body: Bytes) -> impl IntoResponse {
+    if !commit.is_zero() {
+        tokio::time::sleep(commit).await;
+    }
+    let new: NewOrder = serde_json::from_slice(&body).expect("valid order");
+    (
+        StatusCode::CREATED,
+        [("location", "/orders/1")],
+        Json(Order {
+            id: 1,
+            item: new.item,
+            quantity: new.quantity,
+        }),
+    )
+}
+
+pub(crate) const BODY: &str = r#"{"item":"book","quantity":2}"#;
+
+/// The handler alone.
+pub(crate) fn bare(commit: Duration) -> Router {
+    Router::new()
+        .route("/orders", post(create))
+        .with_state(commit)
+}
+
+/// The handler behind the layer on the in-memory store.
+pub(crate) fn layered(commit: Duration) -> Router {
+    bare(commit).layer(IdempotencyLayer::new(MemoryStore::new()))
+}
+
+/// The handler behind a layer that does nothing: what any layer costs in axum (a boxed,
+/// cloned route and future), the floor under the pass-through figure.
+#[allow(dead_code)] // only the criterion bench measures it
+pub(crate) fn noop_layered() -> Router {
+    bare(Duration::ZERO).layer(tower::layer::layer_fn(|service| service))
+}

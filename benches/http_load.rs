@@ -1,0 +1,200 @@
+//! Throughput over real loopback HTTP: bare handler, pass-through, fresh and replay, as
+//! ratios to the bare handler measured in the same run.
+//!
+//! ```text
+//! cargo bench --bench http_load                     # 3 rounds of 2 s per scenario
+//! cargo bench --bench http_load -- --seconds 5 --rounds 5 --connections 64
+//! cargo bench --bench http_load -- --commit-ms 1   # a handler that waits 1 ms on I/O
+//! ```
+//!
+//! The default handler is CPU-only (parse and serialize a small JSON order, about a
+//! microsecond), the worst case for any middleware's relative cost; `--commit-ms` makes it
+//! wait like a handler that commits to a database.
+//!
+//! The server runs on one runtime thread and the load generator on another, each with
+//! keep-alive HTTP/1.1 connections, so on a two-core machine each side has a core.
+//! Scenarios are interleaved round by round, and each figure is the median of its rounds.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+mod common;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Scenario {
+    Bare,
+    PassThrough,
+    Fresh,
+    Replay,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 4] = [Self::Bare, Self::PassThrough, Self::Fresh, Self::Replay];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Bare => "bare",
+            Self::PassThrough => "pass_through",
+            Self::Fresh => "fresh",
+            Self::Replay => "replay",
+        }
+    }
+}
+
+struct Options {
+    seconds: f64,
+    rounds: usize,
+    connections: usize,
+    commit: Duration,
+}
+
+fn options() -> Options {
+    let mut options = Options {
+        seconds: 2.0,
+        rounds: 3,
+        connections: 32,
+        commit: Duration::ZERO,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().expect("flag needs a value");
+        match arg.as_str() {
+            "--seconds" => options.seconds = value().parse().expect("--seconds"),
+            "--rounds" => options.rounds = value().parse().expect("--rounds"),
+            "--connections" => options.connections = value().parse().expect("--connections"),
+            "--commit-ms" => {
+                options.commit = Duration::from_millis(value().parse().expect("--commit-ms"))
+            }
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    options
+}
+
+fn serve(app: Router) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
+
+static KEYS: AtomicU64 = AtomicU64::new(0);
+
+/// Requests per second over `seconds` with `connections` keep-alive connections.
+async fn load(addr: SocketAddr, scenario: Scenario, seconds: f64, connections: usize) -> f64 {
+    let done = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (done, count) = (done.clone(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            while !done.load(Ordering::Relaxed) {
+                let mut request = http::Request::post("/orders")
+                    .header("host", "bench")
+                    .header("content-type", "application/json");
+                match scenario {
+                    Scenario::Fresh => {
+                        request = request.header(
+                            "idempotency-key",
+                            format!("fresh-{}", KEYS.fetch_add(1, Ordering::Relaxed)),
+                        );
+                    }
+                    Scenario::Replay => request = request.header("idempotency-key", "replay-key"),
+                    Scenario::Bare | Scenario::PassThrough => {}
+                }
+                let request = request
+                    .body(Full::new(Bytes::from_static(common::BODY.as_bytes())))
+                    .unwrap();
+                sender.ready().await.unwrap();
+                let response = sender.send_request(request).await.unwrap();
+                assert!(response.status().is_success(), "{}", response.status());
+                response.into_body().collect().await.unwrap();
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    // Warm the connections up, then count over the window.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let start_count = count.load(Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    let measured = count.load(Ordering::Relaxed) - start_count;
+    let elapsed = start.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    measured as f64 / elapsed
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() {
+    let options = options();
+    let bare = serve(common::bare(options.commit));
+    let layered = serve(common::layered(options.commit));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut results: Vec<Vec<f64>> = vec![Vec::new(); Scenario::ALL.len()];
+    runtime.block_on(async {
+        // Record the replayed response once.
+        load(layered, Scenario::Replay, 0.1, 1).await;
+        for round in 1..=options.rounds {
+            for (i, scenario) in Scenario::ALL.into_iter().enumerate() {
+                let addr = if scenario == Scenario::Bare {
+                    bare
+                } else {
+                    layered
+                };
+                let rps = load(addr, scenario, options.seconds, options.connections).await;
+                eprintln!("round {round} {:>12}: {rps:>9.0} req/s", scenario.name());
+                results[i].push(rps);
+            }
+        }
+    });
+    let baseline = median(results[0].clone());
+    println!(
+        "\nmedian of {} rounds x {} s, {} connections, handler commit {:?}",
+        options.rounds, options.seconds, options.connections, options.commit
+    );
+    for (scenario, rounds) in Scenario::ALL.into_iter().zip(results) {
+        let rps = median(rounds);
+        println!(
+            "{:>12}: {rps:>9.0} req/s  ratio to bare {:.3}",
+            scenario.name(),
+            rps / baseline
+        );
+    }
+}
