@@ -1,6 +1,6 @@
 //! The conformance suite every [`IdempotencyStore`] must pass (feature `test-util`).
 //!
-//! Each check is an `async fn` over a store; [`store_conformance_tests!`] expands to one
+//! Each check is an `async fn` over a store; [`store_conformance_tests!`](crate::store_conformance_tests) expands to one
 //! `#[tokio::test]` per check. Checks use random keys, so they run in parallel on one
 //! shared store and leave other data alone. Checks that wait for a lease or TTL to expire
 //! sleep for real (a few hundred milliseconds), since a remote store's clock cannot be

@@ -1,1 +1,410 @@
-//! placeholder
+//! [`PostgresStore`]: records in one PostgreSQL table.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use deadpool_postgres::{Manager, Pool, Runtime};
+use tokio_postgres::{types::ToSql, NoTls, Row};
+
+use super::{
+    codec, Begin, Fingerprint, IdempotencyStore, LockToken, Record, RecordKey, RecordState,
+    StoreError, StoreErrorKind, StoredResponse,
+};
+
+/// The record format version written in each row's `version` column.
+const VERSION: i16 = 1;
+
+/// How many expired rows one sweep statement deletes at most.
+const SWEEP_BATCH: i64 = 10_000;
+
+/// A store in PostgreSQL, for teams whose source of truth is Postgres (feature `postgres`).
+///
+/// One table (default `idempotency_records`), created by [`migrate`](Self::migrate):
+///
+/// ```sql
+/// CREATE TABLE idempotency_records (
+///     key         text        PRIMARY KEY,  -- {namespace}:{scope length}:{scope}:{key}
+///     fingerprint bytea       NOT NULL,     -- SHA-256 of the request
+///     token       bytea,                    -- lock token, while in flight
+///     response    bytea,                    -- encoded response, once completed
+///     version     smallint    NOT NULL,     -- record format version
+///     expires_at  timestamptz NOT NULL      -- lease end in flight, TTL end completed
+/// );
+/// CREATE INDEX idempotency_records_expires_at ON idempotency_records (expires_at);
+/// ```
+///
+/// A claim is one `INSERT … ON CONFLICT DO NOTHING` that returns the live row it lost to,
+/// so a replay costs one statement and a fresh request two (claim, complete). Reads ignore
+/// expired rows; [`sweep`](Self::sweep) deletes them, and
+/// [`spawn_sweeper`](Self::spawn_sweeper) does so periodically. Taking over an expired row
+/// is one more conditional `UPDATE`.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tower_idempotency::{store::PostgresStore, IdempotencyLayer};
+///
+/// # async fn run() -> Result<(), tower_idempotency::store::StoreError> {
+/// let store = PostgresStore::connect("postgres://postgres@127.0.0.1:5432/app").await?;
+/// store.spawn_sweeper(Duration::from_secs(600));
+/// let layer = IdempotencyLayer::new(store);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    sql: Arc<Statements>,
+}
+
+/// The statements, with the table name in place.
+struct Statements {
+    table: String,
+    claim: String,
+    take_over: String,
+    complete: String,
+    release: String,
+    renew: String,
+    get: String,
+    sweep: String,
+}
+
+impl Statements {
+    fn new(table: &str) -> Self {
+        let live = "key = $1 AND token = $2 AND expires_at > now()";
+        Self {
+            table: table.to_owned(),
+            claim: format!(
+                "WITH claimed AS (
+                    INSERT INTO {table} (key, fingerprint, token, response, version, expires_at)
+                    VALUES ($1, $2, $3, NULL, $4, now() + $5::int8 * interval '1 millisecond')
+                    ON CONFLICT (key) DO NOTHING
+                    RETURNING 1
+                )
+                SELECT 'claimed' AS state, NULL::bytea AS fingerprint, NULL::bytea AS response, NULL::smallint AS version
+                FROM claimed
+                UNION ALL
+                SELECT CASE WHEN expires_at > now() THEN 'live' ELSE 'expired' END, fingerprint, response, version
+                FROM {table} WHERE key = $1 AND NOT EXISTS (SELECT 1 FROM claimed)"
+            ),
+            take_over: format!(
+                "UPDATE {table} SET fingerprint = $2, token = $3, response = NULL, version = $4,
+                    expires_at = now() + $5::int8 * interval '1 millisecond'
+                 WHERE key = $1 AND expires_at <= now()"
+            ),
+            complete: format!(
+                "UPDATE {table} SET response = $3, token = NULL, version = $4,
+                    expires_at = now() + $5::int8 * interval '1 millisecond'
+                 WHERE {live}"
+            ),
+            release: format!("DELETE FROM {table} WHERE {live}"),
+            renew: format!("UPDATE {table} SET expires_at = now() + $3::int8 * interval '1 millisecond' WHERE {live}"),
+            get: format!(
+                "SELECT fingerprint, response, version FROM {table} WHERE key = $1 AND expires_at > now()"
+            ),
+            sweep: format!(
+                "DELETE FROM {table} WHERE key IN (
+                    SELECT key FROM {table} WHERE expires_at <= now() LIMIT {SWEEP_BATCH})"
+            ),
+        }
+    }
+}
+
+/// Whether `name` is a table name we put into SQL: an identifier, optionally
+/// schema-qualified, of lower-case letters, digits and underscores.
+fn valid_table_name(name: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 63
+            && p.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    match name.split_once('.') {
+        Some((schema, table)) => part(schema) && part(table),
+        None => part(name),
+    }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn unavailable(err: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::unavailable(err)
+}
+
+impl PostgresStore {
+    /// The default table name.
+    pub const DEFAULT_TABLE: &'static str = "idempotency_records";
+
+    /// Connects to `url` (`postgres://user@host:port/db`, without TLS) with a pool of up to
+    /// 16 connections, and creates the default table if it is missing.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(unavailable)?;
+        config.connect_timeout(Duration::from_secs(2));
+        let pool = Pool::builder(Manager::new(config, NoTls))
+            .max_size(16)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(2)))
+            .create_timeout(Some(Duration::from_secs(2)))
+            .build()
+            .map_err(unavailable)?;
+        let store = Self::with_pool(pool, Self::DEFAULT_TABLE)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A store over an existing pool, keeping its records in `table` (an identifier of
+    /// lower-case letters, digits and underscores, optionally `schema.table`). Does not
+    /// touch the database: call [`migrate`](Self::migrate) to create the table.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreErrorKind::Unavailable`] error naming the table when its name is not
+    /// valid.
+    pub fn with_pool(pool: Pool, table: &str) -> Result<Self, StoreError> {
+        if !valid_table_name(table) {
+            return Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                format!(
+                    "invalid table name {table:?}: use lower-case letters, digits and underscores"
+                ),
+            ));
+        }
+        Ok(Self {
+            pool,
+            sql: Arc::new(Statements::new(table)),
+        })
+    }
+
+    /// Creates the table and its index if they are missing. Safe to run from many
+    /// instances at once (it serialises on an advisory lock).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(unavailable)?;
+        let table = &self.sql.table;
+        let index = format!("{}_expires_at", table.replace('.', "_"));
+        let tx = client.transaction().await.map_err(unavailable)?;
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&table])
+            .await
+            .map_err(unavailable)?;
+        tx.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {table} (
+                key         text        PRIMARY KEY,
+                fingerprint bytea       NOT NULL,
+                token       bytea,
+                response    bytea,
+                version     smallint    NOT NULL,
+                expires_at  timestamptz NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at);"
+        ))
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    /// Deletes expired rows, in batches, and returns how many it deleted.
+    pub async fn sweep(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let deleted = self.execute(&self.sql.sweep, &[]).await?;
+            total += deleted;
+            if deleted < SWEEP_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Runs [`sweep`](Self::sweep) every `period` on a task of its own, until the returned
+    /// handle is aborted. Failures are logged and retried at the next period.
+    pub fn spawn_sweeper(&self, period: Duration) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(period);
+            loop {
+                interval.tick().await;
+                match store.sweep().await {
+                    Ok(deleted) => tracing::debug!(deleted, "swept expired idempotency records"),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "could not sweep expired idempotency records")
+                    }
+                }
+            }
+        })
+    }
+
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let statement = client.prepare_cached(sql).await.map_err(unavailable)?;
+        client.query(&statement, params).await.map_err(unavailable)
+    }
+
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let statement = client.prepare_cached(sql).await.map_err(unavailable)?;
+        client
+            .execute(&statement, params)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn fenced(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<(), StoreError> {
+        match self.execute(sql, params).await? {
+            0 => Err(StoreError::fenced()),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("table", &self.sql.table)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A row's fingerprint, response and version, checked.
+fn decode_row(
+    fingerprint: &[u8],
+    response: Option<&[u8]>,
+    version: Option<i16>,
+) -> Result<Record, StoreError> {
+    if version != Some(VERSION) {
+        return Err(StoreError::corrupt(format!(
+            "unknown record format version {version:?}"
+        )));
+    }
+    let fingerprint: [u8; 32] = fingerprint
+        .try_into()
+        .map_err(|_| StoreError::corrupt("fingerprint is not 32 bytes"))?;
+    Ok(Record {
+        fingerprint: Fingerprint::from_bytes(fingerprint),
+        state: match response {
+            Some(bytes) => RecordState::Completed(codec::decode(bytes)?),
+            None => RecordState::InFlight,
+        },
+    })
+}
+
+fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    index: usize,
+) -> Result<T, StoreError> {
+    row.try_get(index)
+        .map_err(|err| StoreError::new(StoreErrorKind::Corrupt, err))
+}
+
+impl IdempotencyStore for PostgresStore {
+    async fn begin(
+        &self,
+        key: &RecordKey,
+        fp: &Fingerprint,
+        lease: Duration,
+    ) -> Result<Begin, StoreError> {
+        let token = LockToken::generate();
+        let token_bytes = token.to_bytes();
+        let params: [&(dyn ToSql + Sync); 5] = [
+            &key.as_str(),
+            &&fp.as_bytes()[..],
+            &&token_bytes[..],
+            &VERSION,
+            &millis(lease),
+        ];
+        // A row inserted by another transaction after this statement's snapshot is neither
+        // claimed nor visible: run the statement again, which then sees it.
+        for _ in 0..3 {
+            let rows = self.query(&self.sql.claim, &params).await?;
+            let Some(row) = rows.first() else { continue };
+            let state: &str = column(row, 0)?;
+            match state {
+                "claimed" => return Ok(Begin::Claimed(token)),
+                "expired" => {
+                    if self.execute(&self.sql.take_over, &params).await? == 1 {
+                        return Ok(Begin::Claimed(token));
+                    }
+                }
+                _ => {
+                    let record = decode_row(column(row, 1)?, column(row, 2)?, column(row, 3)?)?;
+                    return Ok(match record.state {
+                        _ if record.fingerprint != *fp => Begin::Conflict,
+                        RecordState::InFlight => Begin::InProgress,
+                        RecordState::Completed(response) => Begin::Completed(response),
+                    });
+                }
+            }
+        }
+        Err(StoreError::unavailable(
+            "the claim kept racing with other writers",
+        ))
+    }
+
+    async fn complete(
+        &self,
+        key: &RecordKey,
+        token: &LockToken,
+        response: StoredResponse,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let encoded = codec::encode(&response);
+        let token = token.to_bytes();
+        self.fenced(
+            &self.sql.complete,
+            &[&key.as_str(), &&token[..], &encoded, &VERSION, &millis(ttl)],
+        )
+        .await
+    }
+
+    async fn release(&self, key: &RecordKey, token: &LockToken) -> Result<(), StoreError> {
+        let token = token.to_bytes();
+        self.fenced(&self.sql.release, &[&key.as_str(), &&token[..]])
+            .await
+    }
+
+    async fn renew(
+        &self,
+        key: &RecordKey,
+        token: &LockToken,
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        let token = token.to_bytes();
+        self.fenced(
+            &self.sql.renew,
+            &[&key.as_str(), &&token[..], &millis(lease)],
+        )
+        .await
+    }
+
+    async fn get(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
+        let rows = self.query(&self.sql.get, &[&key.as_str()]).await?;
+        rows.first()
+            .map(|row| decode_row(column(row, 0)?, column(row, 1)?, column(row, 2)?))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_table_name;
+
+    #[test]
+    fn table_names_are_validated() {
+        for good in ["idempotency_records", "_t1", "app.idem_records"] {
+            assert!(valid_table_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "Records",
+            "1table",
+            "t; DROP TABLE x",
+            "a.b.c",
+            "t-1",
+            "\"t\"",
+            &"t".repeat(64),
+        ] {
+            assert!(!valid_table_name(bad), "{bad}");
+        }
+    }
+}

@@ -2,6 +2,17 @@
 
 mod support;
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod backends;
+#[cfg(feature = "postgres")]
+mod postgres_store;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod processes;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod proxy;
+#[cfg(feature = "redis")]
+mod redis_store;
+
 mod composition;
 mod concurrency;
 mod conformance;

@@ -1,0 +1,275 @@
+//! The Redis and PostgreSQL stores against the real servers: shared by many instances,
+//! round trips, outages, bad data, stable record format.
+//!
+//! Each reads its server's URL from the environment (`REDIS_URL`, `DATABASE_URL`). Unset,
+//! the tests skip with a notice; set and unreachable, they fail.
+
+use std::{
+    future::Future,
+    net::{SocketAddr, ToSocketAddrs},
+    time::Duration,
+};
+
+use axum::http::StatusCode;
+use tokio::task::JoinSet;
+use tower_idempotency::{
+    store::{Fingerprint, IdempotencyStore, RecordKey, RecordState, StoreError, StoreErrorKind},
+    IdempotencyLayer, Outcome,
+};
+
+use crate::{
+    proxy::{Protocol, Proxy},
+    support::{eventually, post_with_key, routes, send, unique, Answer, Counter},
+};
+
+/// A store backend under test.
+pub(crate) trait Backend {
+    type Store: IdempotencyStore + Clone;
+    /// The variable holding the server's URL.
+    const VAR: &'static str;
+    const PROTOCOL: Protocol;
+
+    fn connect(url: &str) -> impl Future<Output = Result<Self::Store, StoreError>> + Send;
+
+    /// Overwrites the stored response of `key` with its first bytes.
+    fn truncate_response(url: &str, key: &RecordKey) -> impl Future<Output = ()> + Send;
+
+    /// Puts a value that is not one of our records under `key`.
+    fn put_foreign(url: &str, key: &RecordKey) -> impl Future<Output = ()> + Send;
+
+    /// Writes a completed record by hand, in format version 1.
+    fn put_v1_record(
+        url: &str,
+        key: &RecordKey,
+        fingerprint: &[u8; 32],
+        response: &[u8],
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// The server's URL, or `None` (with a notice) when its variable is unset.
+pub(crate) fn url<B: Backend>(test: &str) -> Option<String> {
+    match std::env::var(B::VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("skipped {test}: {} is not set", B::VAR);
+            None
+        }
+    }
+}
+
+pub(crate) async fn store<B: Backend>(url: &str) -> B::Store {
+    B::connect(url)
+        .await
+        .unwrap_or_else(|err| panic!("{} is set but {url} is unreachable: {err}", B::VAR))
+}
+
+/// `url` with its host and port replaced by `addr`.
+pub(crate) fn url_via(url: &str, addr: SocketAddr) -> String {
+    let (scheme, rest) = url.split_once("://").expect("URL with a scheme");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let user = authority
+        .rsplit_once('@')
+        .map(|(user, _)| format!("{user}@"))
+        .unwrap_or_default();
+    format!("{scheme}://{user}{addr}{path}")
+}
+
+/// The host and port of `url`.
+pub(crate) fn server_addr(url: &str) -> SocketAddr {
+    let rest = url.split_once("://").expect("URL with a scheme").1;
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    host_port
+        .to_socket_addrs()
+        .expect("resolvable host")
+        .next()
+        .unwrap()
+}
+
+fn app<St: IdempotencyStore>(layer: IdempotencyLayer<St>) -> (axum::Router, Counter) {
+    let counter = Counter::default();
+    (routes(counter.clone()).layer(layer), counter)
+}
+
+/// Two instances, each with its own connection pool, share one store: 64 concurrent
+/// identical requests split between them run the handler once, and every retry on either
+/// replays the same response.
+pub(crate) async fn two_instances_run_once<B: Backend>(url: &str) {
+    let (a, count_a) = app(IdempotencyLayer::new(store::<B>(url).await));
+    let (b, count_b) = app(IdempotencyLayer::new(store::<B>(url).await));
+    let key = unique("two-instances");
+    let mut requests = JoinSet::new();
+    for i in 0..64 {
+        let (app, key) = (if i % 2 == 0 { a.clone() } else { b.clone() }, key.clone());
+        requests.spawn(async move { send(&app, post_with_key("/slow", &key, "same")).await });
+    }
+    let mut in_progress = Vec::new();
+    for _ in 0..63 {
+        in_progress.push(requests.join_next().await.unwrap().unwrap());
+    }
+    for answer in &in_progress {
+        answer.assert_problem(StatusCode::CONFLICT, "in-progress");
+    }
+    assert_eq!(count_a.runs() + count_b.runs(), 1);
+    count_a.gate.add_permits(1);
+    count_b.gate.add_permits(1);
+    let first: Answer = requests.join_next().await.unwrap().unwrap();
+    assert_eq!(first.status, StatusCode::CREATED);
+    for app in [&a, &b, &a, &b] {
+        let retry = send(app, post_with_key("/slow", &key, "same")).await;
+        assert!(retry.replayed());
+        assert_eq!(retry.body, first.body);
+    }
+    assert_eq!(count_a.runs() + count_b.runs(), 1);
+}
+
+/// A replay costs one round trip; a fresh request two; in progress and conflict one.
+pub(crate) async fn round_trips<B: Backend>(url: &str) {
+    let proxy = Proxy::start(server_addr(url), B::PROTOCOL).await;
+    let (app, counter) = app(IdempotencyLayer::new(
+        store::<B>(&url_via(url, proxy.addr())).await,
+    ));
+    // Warm up: connections opened, statements prepared.
+    let warm = unique("warm");
+    send(&app, post_with_key("/orders", &warm, "w")).await;
+    send(&app, post_with_key("/orders", &warm, "w")).await;
+
+    let key = unique("trips");
+    let cost = async |body: &str| {
+        let before = proxy.messages();
+        let answer = send(&app, post_with_key("/orders", &key, body)).await;
+        (answer.outcome, proxy.messages() - before)
+    };
+    assert_eq!(cost("a").await, (Some(Outcome::Fresh), 2));
+    assert_eq!(cost("a").await, (Some(Outcome::Replayed), 1));
+    assert_eq!(cost("b").await, (Some(Outcome::Conflict), 1));
+    assert_eq!(counter.runs(), 2);
+}
+
+/// Store down: 503 with Retry-After and no handler run, whether the server refuses or
+/// hangs; back up: the layer recovers by itself.
+pub(crate) async fn outage_fails_closed_and_recovers<B: Backend>(url: &str) {
+    let proxy = Proxy::start(server_addr(url), B::PROTOCOL).await;
+    let layer = IdempotencyLayer::new(store::<B>(&url_via(url, proxy.addr())).await)
+        .store_timeout(Duration::from_millis(500));
+    let (app, counter) = app(layer);
+    assert_eq!(
+        send(&app, post_with_key("/orders", &unique("up"), ""))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+
+    proxy.cut();
+    let down = send(&app, post_with_key("/orders", &unique("down"), "")).await;
+    down.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable");
+    assert!(down.headers.contains_key("retry-after"));
+    proxy.swallow();
+    let hung = send(&app, post_with_key("/orders", &unique("hung"), "")).await;
+    hung.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable");
+    assert_eq!(counter.runs(), 1, "no handler ran while the store was down");
+
+    proxy.restore();
+    eventually("the layer reconnects", async || {
+        send(&app, post_with_key("/orders", &unique("back"), ""))
+            .await
+            .status
+            == StatusCode::CREATED
+    })
+    .await;
+}
+
+/// Nothing listens: connecting fails with a clear error, quickly.
+pub(crate) async fn closed_port_is_unavailable<B: Backend>(url: &str) {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let started = std::time::Instant::now();
+    let err = B::connect(&url_via(url, addr))
+        .await
+        .err()
+        .expect("no server there");
+    assert_eq!(err.kind(), StoreErrorKind::Unavailable, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// A truncated or foreign value under our key is a 503, never a panic or a replay.
+pub(crate) async fn bad_data_is_503<B: Backend>(url: &str) {
+    let (app, counter) = app(IdempotencyLayer::new(store::<B>(url).await));
+    let key = unique("bad-data");
+    send(&app, post_with_key("/orders", &key, "x")).await;
+    B::truncate_response(url, &RecordKey::new("idem", "", &key)).await;
+    let answer = send(&app, post_with_key("/orders", &key, "x")).await;
+    answer.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable");
+
+    let foreign = unique("foreign");
+    B::put_foreign(url, &RecordKey::new("idem", "", &foreign)).await;
+    let answer = send(&app, post_with_key("/orders", &foreign, "x")).await;
+    answer.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable");
+    assert_eq!(counter.runs(), 1);
+}
+
+/// A record written in format version 1, byte for byte, still reads back.
+pub(crate) async fn version_1_records_decode<B: Backend>(url: &str) {
+    const V1_RESPONSE: &[u8] = b"\x01\x00\xc9\x00\x00\x00\x01\
+\x00\x00\x00\x0ccontent-type\x00\x00\x00\x10application/json\
+\x01\x00\x00\x00\x08{\"id\":1}";
+    let store = store::<B>(url).await;
+    let key = RecordKey::new("idem", "", &unique("v1"));
+    B::put_v1_record(url, &key, &[7; 32], V1_RESPONSE).await;
+    let record = store.get(&key).await.unwrap().expect("record");
+    assert_eq!(record.fingerprint, Fingerprint::from_bytes([7; 32]));
+    let RecordState::Completed(response) = record.state else {
+        panic!("completed record")
+    };
+    assert_eq!(response.status, StatusCode::CREATED);
+    assert_eq!(response.headers["content-type"], "application/json");
+    assert_eq!(response.body.as_deref(), Some(&b"{\"id\":1}"[..]));
+}
+
+/// Instantiates every backend check, and the conformance suite, for one backend.
+macro_rules! backend_tests {
+    ($backend:ty) => {
+        tower_idempotency::store_conformance_tests!(async {
+            let url = $crate::backends::url::<$backend>("conformance")?;
+            Some($crate::backends::store::<$backend>(&url).await)
+        });
+
+        $crate::backends::backend_tests!(@each $backend;
+            two_instances_run_once,
+            round_trips,
+            outage_fails_closed_and_recovers,
+            closed_port_is_unavailable,
+            bad_data_is_503,
+            version_1_records_decode,
+        );
+        $crate::backends::backend_tests!(@processes $backend;
+            two_processes_run_once,
+            crashed_process_is_taken_over,
+            paused_process_is_fenced,
+        );
+    };
+    (@processes $backend:ty; $($check:ident),* $(,)?) => {
+        mod processes {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let Some(url) = $crate::backends::url::<$backend>(stringify!($check)) else { return };
+                    $crate::processes::$check::<$backend>(&url).await;
+                }
+            )*
+        }
+    };
+    (@each $backend:ty; $($check:ident),* $(,)?) => {
+        mod checks {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let Some(url) = $crate::backends::url::<$backend>(stringify!($check)) else { return };
+                    $crate::backends::$check::<$backend>(&url).await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use backend_tests;

@@ -1,0 +1,254 @@
+//! Real `orders` processes sharing one store: split traffic, a crash, a paused process.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::Duration,
+};
+
+use axum::http::{Request, StatusCode};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use tokio::task::JoinSet;
+use tower_idempotency::store::{IdempotencyStore, RecordKey, RecordState};
+
+use crate::{
+    backends::{store, Backend},
+    support::{read, unique, Answer},
+};
+
+/// The `orders` example, built with this test's features.
+fn orders_binary() -> &'static std::path::Path {
+    static BINARY: OnceLock<std::path::PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let features: Vec<&str> = [
+            cfg!(feature = "redis").then_some("redis"),
+            cfg!(feature = "postgres").then_some("postgres"),
+            cfg!(feature = "client").then_some("client"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "--example",
+                "orders",
+                "--features",
+                &features.join(","),
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the orders example failed");
+        let deps = std::env::current_exe().unwrap();
+        deps.parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("examples")
+            .join("orders")
+    })
+}
+
+/// One `orders` process, killed when dropped.
+pub(crate) struct Orders {
+    child: Child,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Orders {
+    pub(crate) fn start(store_url: &str, lease_secs: u64) -> Self {
+        let mut child = Command::new(orders_binary())
+            .args([
+                "--addr",
+                "127.0.0.1:0",
+                "--store",
+                store_url,
+                "--lease",
+                &lease_secs.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("orders starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line from orders: {line:?}"))
+            .parse()
+            .unwrap();
+        Self { child, addr }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub(crate) async fn post(&self, key: &str, body: &str) -> Answer {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let request = Request::post(format!("http://{}/orders", self.addr))
+            .header("idempotency-key", key)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        read(client.request(request).await.expect("orders answers")).await
+    }
+
+    pub(crate) async fn order_count(&self) -> u64 {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let request = Request::get(format!("http://{}/orders", self.addr))
+            .body(Full::default())
+            .unwrap();
+        read(client.request(request).await.unwrap()).await.json()["count"]
+            .as_u64()
+            .unwrap()
+    }
+}
+
+impl Drop for Orders {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two processes, 64 concurrent identical requests split between them: one order.
+pub(crate) async fn two_processes_run_once<B: Backend>(url: &str) {
+    let a = std::sync::Arc::new(Orders::start(url, 30));
+    let b = std::sync::Arc::new(Orders::start(url, 30));
+    let key = unique("processes");
+    let body = r#"{"item":"lamp","quantity":1,"delay_ms":1000}"#;
+    let mut requests = JoinSet::new();
+    for i in 0..64 {
+        let orders = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let key = key.clone();
+        requests.spawn(async move { orders.post(&key, body).await });
+    }
+    let answers = requests.join_all().await;
+    let created: Vec<_> = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::CREATED)
+        .collect();
+    assert_eq!(created.len(), 1, "{answers:?}");
+    for answer in answers.iter().filter(|a| a.status != StatusCode::CREATED) {
+        answer.assert_problem(StatusCode::CONFLICT, "in-progress");
+    }
+    assert_eq!(a.order_count().await + b.order_count().await, 1);
+    for orders in [&a, &b] {
+        let retry = orders.post(&key, body).await;
+        assert!(retry.replayed());
+        assert_eq!(retry.body, created[0].body);
+    }
+}
+
+/// Waits until the key is claimed in the store.
+async fn in_flight<B: Backend>(url: &str, key: &str) {
+    let store = store::<B>(url).await;
+    let record_key = RecordKey::new("idem", "", key);
+    crate::support::eventually("the first request holds the key", async || {
+        matches!(store.get(&record_key).await.unwrap(), Some(r) if r.state == RecordState::InFlight)
+    })
+    .await;
+}
+
+/// Kill -9 mid-handler: until the lease expires a retry is told to wait; after, it runs
+/// once, on the surviving process.
+pub(crate) async fn crashed_process_is_taken_over<B: Backend>(url: &str) {
+    let mut a = Orders::start(url, 2);
+    let b = Orders::start(url, 2);
+    let key = unique("crash");
+    let body = r#"{"item":"chair","quantity":2,"delay_ms":1500}"#;
+    let first = tokio::spawn({
+        let (addr, key) = (a.addr, key.clone());
+        async move {
+            let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+            let request = Request::post(format!("http://{addr}/orders"))
+                .header("idempotency-key", key)
+                .body(Full::new(Bytes::from_static(body.as_bytes())))
+                .unwrap();
+            client.request(request).await.is_err()
+        }
+    });
+    in_flight::<B>(url, &key).await;
+    a.child.kill().unwrap(); // SIGKILL
+    a.child.wait().unwrap();
+    assert!(first.await.unwrap(), "the crashed process never answered");
+
+    b.post(&key, body)
+        .await
+        .assert_problem(StatusCode::CONFLICT, "in-progress");
+    let mut retry = b.post(&key, body).await;
+    for _ in 0..100 {
+        if retry.status != StatusCode::CONFLICT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        retry = b.post(&key, body).await;
+    }
+    assert_eq!(
+        retry.status,
+        StatusCode::CREATED,
+        "the retry ran after the lease expired"
+    );
+    assert!(!retry.replayed());
+    assert_eq!(b.order_count().await, 1);
+    let again = b.post(&key, body).await;
+    assert!(again.replayed());
+    assert_eq!(again.body, retry.body);
+}
+
+/// A process paused past its lease is taken over; when it resumes and finishes, its write
+/// is fenced off: the record stays the new owner's.
+pub(crate) async fn paused_process_is_fenced<B: Backend>(url: &str) {
+    let a = std::sync::Arc::new(Orders::start(url, 1));
+    let b = Orders::start(url, 1);
+    let key = unique("paused");
+    let body = r#"{"item":"desk","quantity":1,"delay_ms":300}"#;
+    let first = tokio::spawn({
+        let (a, key) = (a.clone(), key.clone());
+        async move { a.post(&key, body).await }
+    });
+    in_flight::<B>(url, &key).await;
+    a.signal("-STOP");
+    tokio::time::sleep(Duration::from_millis(1500)).await; // past the lease
+    let taken_over = b.post(&key, body).await;
+    assert_eq!(taken_over.status, StatusCode::CREATED);
+    a.signal("-CONT");
+    let zombie = first.await.unwrap();
+    assert_eq!(
+        zombie.status,
+        StatusCode::CREATED,
+        "the paused request still answers its client"
+    );
+    // The zombie's record write was fenced: both processes replay the new owner's response.
+    for orders in [&*a, &b] {
+        let replay = orders.post(&key, body).await;
+        assert!(replay.replayed());
+        assert_eq!(replay.body, taken_over.body);
+    }
+    let metrics = {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let request = Request::get(format!("http://{}/metrics", a.addr))
+            .body(Full::default())
+            .unwrap();
+        read(client.request(request).await.unwrap()).await.json()
+    };
+    assert_eq!(
+        metrics["record_failures"], 1,
+        "the fenced write was counted"
+    );
+}
