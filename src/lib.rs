@@ -15,6 +15,9 @@ mod service;
 
 pub mod store;
 
+#[cfg(feature = "client")]
+pub mod client;
+
 #[cfg(feature = "test-util")]
 pub mod conformance;
 

@@ -1,4 +1,7 @@
-//! The handler and apps both benchmarks measure.
+//! The handler and apps the benchmarks measure.
+
+// Each benchmark uses part of this module.
+#![allow(dead_code)]
 
 use std::time::Duration;
 
@@ -56,7 +59,6 @@ pub(crate) fn layered(commit: Duration) -> Router {
 
 /// The handler behind a layer that does nothing: what any layer costs in axum (a boxed,
 /// cloned route and future), the floor under the pass-through figure.
-#[allow(dead_code)] // only the criterion bench measures it
 pub(crate) fn noop_layered() -> Router {
     bare(Duration::ZERO).layer(tower::layer::layer_fn(|service| service))
 }

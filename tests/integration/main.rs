@@ -13,6 +13,8 @@ mod proxy;
 #[cfg(feature = "redis")]
 mod redis_store;
 
+#[cfg(feature = "client")]
+mod client;
 mod composition;
 mod concurrency;
 mod conformance;

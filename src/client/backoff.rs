@@ -1,0 +1,116 @@
+//! When to retry, and how long to wait.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, StatusCode};
+
+/// Whether a status may be retried with the same key. A `409` is retried only when it is
+/// "in progress": it carries `Retry-After`, or its problem type says so; a conflict does
+/// neither.
+pub(crate) fn retryable_status(status: StatusCode) -> Retry {
+    match status.as_u16() {
+        429 | 502 | 503 | 504 => Retry::Yes,
+        409 => Retry::IfInProgress,
+        _ => Retry::No,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    Yes,
+    No,
+    /// Read the body to tell in progress from a conflict.
+    IfInProgress,
+}
+
+/// Whether a `409` says "in progress" rather than "conflict".
+pub(crate) fn in_progress(headers: &HeaderMap, body: &Bytes) -> bool {
+    if headers.contains_key(header::RETRY_AFTER) {
+        return true;
+    }
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|problem| Some(problem.get("type")?.as_str()?.ends_with(":in-progress")))
+        .unwrap_or(false)
+}
+
+/// The `Retry-After` of a response, in seconds or as an HTTP-date.
+pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Exponential backoff with full jitter: a uniform wait between zero and
+/// `min(cap, base × 2^(retry − 1))`, for the `retry`-th retry (from 1).
+pub(crate) fn jittered(base: Duration, cap: Duration, retry: u32) -> Duration {
+    let ceiling = base
+        .saturating_mul(2u32.saturating_pow(retry.saturating_sub(1)))
+        .min(cap);
+    ceiling.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_seconds_and_as_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_784_000_000);
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after(&headers, now), None);
+        headers.insert(header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        headers.insert(header::RETRY_AFTER, later.parse().unwrap());
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(90)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
+        headers.insert(header::RETRY_AFTER, past.parse().unwrap());
+        assert_eq!(retry_after(&headers, now), Some(Duration::ZERO));
+        headers.insert(header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&headers, now), None);
+    }
+
+    #[test]
+    fn only_transient_statuses_are_retried() {
+        for code in [429, 502, 503, 504] {
+            assert_eq!(
+                retryable_status(StatusCode::from_u16(code).unwrap()),
+                Retry::Yes
+            );
+        }
+        for code in [200, 201, 400, 401, 404, 422, 500, 501] {
+            assert_eq!(
+                retryable_status(StatusCode::from_u16(code).unwrap()),
+                Retry::No
+            );
+        }
+        assert_eq!(retryable_status(StatusCode::CONFLICT), Retry::IfInProgress);
+    }
+
+    #[test]
+    fn a_conflict_is_not_in_progress() {
+        let conflict = Bytes::from_static(br#"{"type":"urn:tower-idempotency:problem:conflict"}"#);
+        let busy = Bytes::from_static(br#"{"type":"urn:tower-idempotency:problem:in-progress"}"#);
+        assert!(!in_progress(&HeaderMap::new(), &conflict));
+        assert!(in_progress(&HeaderMap::new(), &busy));
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RETRY_AFTER, "1".parse().unwrap());
+        assert!(in_progress(&headers, &Bytes::new()));
+    }
+
+    #[test]
+    fn jitter_stays_under_the_exponential_ceiling() {
+        let (base, cap) = (Duration::from_millis(100), Duration::from_secs(2));
+        for retry in 1..10 {
+            let ceiling = (base * 2u32.pow(retry - 1)).min(cap);
+            for _ in 0..100 {
+                assert!(jittered(base, cap, retry) <= ceiling);
+            }
+        }
+    }
+}
