@@ -6,26 +6,9 @@ use std::{
     time::Duration,
 };
 
-use axum::{body::Body, http::Request, Router};
 use criterion::{criterion_group, criterion_main, Criterion};
-use http_body_util::BodyExt;
-use tower::ServiceExt;
 
 mod common;
-
-async fn call(app: &Router, key: Option<String>) {
-    let mut request = Request::post("/orders").header("content-type", "application/json");
-    if let Some(key) = key {
-        request = request.header("idempotency-key", key);
-    }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::from(common::BODY)).unwrap())
-        .await
-        .unwrap();
-    assert!(response.status().is_success());
-    response.into_body().collect().await.unwrap();
-}
 
 fn layer(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -36,19 +19,21 @@ fn layer(c: &mut Criterion) {
     let noop = common::noop_layered();
     let layered = common::layered(Duration::ZERO);
     let counter = AtomicU64::new(0);
-    runtime.block_on(call(&layered, Some("replay-key".to_owned())));
+    runtime.block_on(common::call(&layered, Some("replay-key".to_owned())));
 
     let mut group = c.benchmark_group("layer");
-    group.bench_function("bare", |b| b.to_async(&runtime).iter(|| call(&bare, None)));
+    group.bench_function("bare", |b| {
+        b.to_async(&runtime).iter(|| common::call(&bare, None))
+    });
     group.bench_function("noop_layer", |b| {
-        b.to_async(&runtime).iter(|| call(&noop, None))
+        b.to_async(&runtime).iter(|| common::call(&noop, None))
     });
     group.bench_function("pass_through", |b| {
-        b.to_async(&runtime).iter(|| call(&layered, None))
+        b.to_async(&runtime).iter(|| common::call(&layered, None))
     });
     group.bench_function("fresh", |b| {
         b.to_async(&runtime).iter(|| {
-            call(
+            common::call(
                 &layered,
                 Some(format!("fresh-{}", counter.fetch_add(1, Ordering::Relaxed))),
             )
@@ -56,7 +41,7 @@ fn layer(c: &mut Criterion) {
     });
     group.bench_function("replay", |b| {
         b.to_async(&runtime)
-            .iter(|| call(&layered, Some("replay-key".to_owned())))
+            .iter(|| common::call(&layered, Some("replay-key".to_owned())))
     });
     group.finish();
 }

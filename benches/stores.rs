@@ -13,27 +13,10 @@ use std::{
     time::Duration,
 };
 
-use axum::{body::Body, http::Request, Router};
 use criterion::{criterion_group, criterion_main, Criterion};
-use http_body_util::BodyExt;
-use tower::ServiceExt;
 use tower_idempotency::{IdempotencyLayer, IdempotencyStore, MemoryStore};
 
 mod common;
-
-async fn call(app: &Router, key: Option<String>) {
-    let mut request = Request::post("/orders").header("content-type", "application/json");
-    if let Some(key) = key {
-        request = request.header("idempotency-key", key);
-    }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::from(common::BODY)).unwrap())
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
-    response.into_body().collect().await.unwrap();
-}
 
 fn bench_store<St: IdempotencyStore>(
     c: &mut Criterion,
@@ -43,13 +26,13 @@ fn bench_store<St: IdempotencyStore>(
 ) {
     let app = common::bare(Duration::ZERO).layer(IdempotencyLayer::new(store));
     let replay_key = format!("bench-replay-{}", uuid::Uuid::new_v4());
-    runtime.block_on(call(&app, Some(replay_key.clone())));
+    runtime.block_on(common::call(&app, Some(replay_key.clone())));
     let counter = AtomicU64::new(0);
     let run = uuid::Uuid::new_v4();
     let mut group = c.benchmark_group(name);
     group.bench_function("fresh", |b| {
         b.to_async(runtime).iter(|| {
-            call(
+            common::call(
                 &app,
                 Some(format!(
                     "bench-{run}-{}",
@@ -60,7 +43,7 @@ fn bench_store<St: IdempotencyStore>(
     });
     group.bench_function("replay", |b| {
         b.to_async(runtime)
-            .iter(|| call(&app, Some(replay_key.clone())))
+            .iter(|| common::call(&app, Some(replay_key.clone())))
     });
     group.finish();
 }
@@ -72,7 +55,9 @@ fn stores(c: &mut Criterion) {
         .build()
         .unwrap();
     let bare = common::bare(Duration::ZERO);
-    c.bench_function("bare", |b| b.to_async(&runtime).iter(|| call(&bare, None)));
+    c.bench_function("bare", |b| {
+        b.to_async(&runtime).iter(|| common::call(&bare, None))
+    });
     bench_store(c, &runtime, "memory", MemoryStore::new());
     #[cfg(feature = "redis")]
     if let Ok(url) = std::env::var("REDIS_URL") {

@@ -201,8 +201,7 @@ impl<St: IdempotencyStore> Drop for Claim<St> {
         if self.settled {
             return;
         }
-        self.shared
-            .finish(&self.span, Outcome::Released, Response::new(()));
+        self.shared.record(&self.span, Outcome::Released);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -248,7 +247,7 @@ where
     let (parts, read) = match ran {
         Err(err) => {
             claim.release().await;
-            claim.finish(Outcome::Released, Response::new(()));
+            claim.shared.record(&claim.span, Outcome::Released);
             return Err(err);
         }
         Ok(Ran::Transient(response)) => {

@@ -30,6 +30,12 @@ pub(crate) struct Shared<St> {
 }
 
 impl<St> Shared<St> {
+    /// Counts `outcome` and records it on the request's span.
+    pub(crate) fn record(&self, span: &Span, outcome: Outcome) {
+        span.record("outcome", outcome.as_str());
+        self.metrics.add(outcome);
+    }
+
     /// Marks `response` with `outcome`: extensions, span, counters.
     pub(crate) fn finish<B>(
         &self,
@@ -37,8 +43,7 @@ impl<St> Shared<St> {
         outcome: Outcome,
         mut response: Response<B>,
     ) -> Response<B> {
-        span.record("outcome", outcome.as_str());
-        self.metrics.add(outcome);
+        self.record(span, outcome);
         response.extensions_mut().insert(outcome);
         response
     }
@@ -110,7 +115,7 @@ where
             let req = Request::from_parts(parts, RequestBody::buffered(body));
             execute(inner, shared, req, record_key, token, span).await
         }
-        Ok(Begin::Completed(stored)) => Ok(match stored.body.clone() {
+        Ok(Begin::Completed(mut stored)) => Ok(match stored.body.take() {
             Some(body) => shared.finish(&span, Outcome::Replayed, replay(stored, body)),
             None => shared.refuse(
                 &span,

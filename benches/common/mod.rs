@@ -6,8 +6,12 @@
 use std::time::Duration;
 
 use axum::{
-    body::Bytes, extract::State, http::StatusCode, response::IntoResponse, routing::post, Json,
-    Router,
+    body::{Body, Bytes},
+    extract::State,
+    http::{Request, StatusCode},
+    response::IntoResponse,
+    routing::post,
+    Json, Router,
 };
 use serde::{Deserialize, Serialize};
 use tower_idempotency::{IdempotencyLayer, MemoryStore};
@@ -61,4 +65,22 @@ pub(crate) fn layered(commit: Duration) -> Router {
 /// cloned route and future), the floor under the pass-through figure.
 pub(crate) fn noop_layered() -> Router {
     bare(Duration::ZERO).layer(tower::layer::layer_fn(|service| service))
+}
+
+/// Sends one order, with `key` as its idempotency key, and reads the response to the end.
+pub(crate) async fn call(app: &Router, key: Option<String>) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let mut request = Request::post("/orders").header("content-type", "application/json");
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::from(BODY)).unwrap())
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    response.into_body().collect().await.unwrap();
 }

@@ -160,16 +160,16 @@ pub(crate) async fn outage_fails_closed_and_recovers<B: Backend>(url: &str) {
         StatusCode::CREATED
     );
 
-    proxy.cut();
+    proxy.cut().await;
     let down = send(&app, post_with_key("/orders", &unique("down"), "")).await;
     down.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable");
     assert!(down.headers.contains_key("retry-after"));
-    proxy.swallow();
+    proxy.swallow().await;
     let hung = send(&app, post_with_key("/orders", &unique("hung"), "")).await;
     hung.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable");
     assert_eq!(counter.runs(), 1, "no handler ran while the store was down");
 
-    proxy.restore();
+    proxy.restore().await;
     eventually("the layer reconnects", async || {
         send(&app, post_with_key("/orders", &unique("back"), ""))
             .await

@@ -60,7 +60,7 @@ async fn order(State(seen): State<Seen>, body: Bytes) -> (StatusCode, String) {
         return (StatusCode::UNPROCESSABLE_ENTITY, "invalid order".to_owned());
     }
     if body.starts_with(b"slow") {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
     }
     (
         StatusCode::CREATED,

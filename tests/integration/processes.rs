@@ -224,7 +224,7 @@ pub(crate) async fn paused_process_is_fenced<B: Backend>(url: &str) {
     });
     in_flight::<B>(url, &key).await;
     a.signal("-STOP");
-    tokio::time::sleep(Duration::from_millis(1500)).await; // past the lease
+    tokio::time::sleep(Duration::from_millis(2500)).await; // well past the 1 s lease
     let taken_over = b.post(&key, body).await;
     assert_eq!(taken_over.status, StatusCode::CREATED);
     a.signal("-CONT");

@@ -12,7 +12,7 @@ use std::{
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    task::AbortHandle,
+    task::{AbortHandle, JoinHandle},
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -32,7 +32,8 @@ struct State {
     protocol: Protocol,
     mode: AtomicU8,
     messages: AtomicUsize,
-    connections: Mutex<Vec<AbortHandle>>,
+    /// Every task holding a client socket, both directions of each connection.
+    connections: Mutex<Vec<JoinHandle<()>>>,
 }
 
 pub(crate) struct Proxy {
@@ -44,7 +45,9 @@ pub(crate) struct Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.accept.abort();
-        self.drop_connections();
+        for task in self.state.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
     }
 }
 
@@ -64,15 +67,17 @@ impl Proxy {
             async move {
                 loop {
                     let (client, _) = listener.accept().await.unwrap();
-                    let task = match state.mode.load(Ordering::SeqCst) {
-                        REFUSE => continue, // dropped: the client sees the connection close
-                        SWALLOW => tokio::spawn(async move {
-                            let _held = client;
-                            std::future::pending::<()>().await;
-                        }),
-                        _ => tokio::spawn(pump(client, state.clone())),
-                    };
-                    state.connections.lock().unwrap().push(task.abort_handle());
+                    match state.mode.load(Ordering::SeqCst) {
+                        REFUSE => {} // dropped: the client sees the connection close
+                        SWALLOW => {
+                            let held = tokio::spawn(async move {
+                                let _held = client;
+                                std::future::pending::<()>().await;
+                            });
+                            state.connections.lock().unwrap().push(held);
+                        }
+                        _ => pump(client, &state).await,
+                    }
                 }
             }
         })
@@ -94,53 +99,61 @@ impl Proxy {
     }
 
     /// The server goes away: open connections are closed, new ones refused.
-    pub(crate) fn cut(&self) {
-        self.state.mode.store(REFUSE, Ordering::SeqCst);
-        self.drop_connections();
+    pub(crate) async fn cut(&self) {
+        self.switch(REFUSE).await;
     }
 
     /// The server hangs: open connections are closed, new ones accepted and never answered.
-    pub(crate) fn swallow(&self) {
-        self.state.mode.store(SWALLOW, Ordering::SeqCst);
-        self.drop_connections();
+    pub(crate) async fn swallow(&self) {
+        self.switch(SWALLOW).await;
     }
 
     /// The server is back.
-    pub(crate) fn restore(&self) {
-        self.state.mode.store(FORWARD, Ordering::SeqCst);
-        self.drop_connections(); // swallowed ones too
+    pub(crate) async fn restore(&self) {
+        self.switch(FORWARD).await; // swallowed connections are closed too
     }
 
-    fn drop_connections(&self) {
-        for task in self.state.connections.lock().unwrap().drain(..) {
+    /// Changes the mode, and returns once every connection opened before is closed.
+    async fn switch(&self, mode: u8) {
+        self.state.mode.store(mode, Ordering::SeqCst);
+        let tasks: Vec<_> = self.state.connections.lock().unwrap().drain(..).collect();
+        for task in tasks {
             task.abort();
+            let _ = task.await;
         }
     }
 }
 
-async fn pump(client: TcpStream, state: Arc<State>) {
+/// Connects `client` to the server: one task a direction, both registered.
+async fn pump(client: TcpStream, state: &Arc<State>) {
     let Ok(server) = TcpStream::connect(state.upstream).await else {
         return;
     };
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
-    let down =
-        tokio::spawn(async move { tokio::io::copy(&mut server_read, &mut client_write).await });
-    let mut counter = Counter::new(state.protocol);
-    let mut buf = vec![0; 64 * 1024];
-    loop {
-        let n = match client_read.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        state
-            .messages
-            .fetch_add(counter.feed(&buf[..n]), Ordering::SeqCst);
-        if server_write.write_all(&buf[..n]).await.is_err() {
-            break;
+    let down = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+    });
+    let up = tokio::spawn({
+        let state = state.clone();
+        async move {
+            let mut counter = Counter::new(state.protocol);
+            let mut buf = vec![0; 64 * 1024];
+            loop {
+                let n = match client_read.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                state
+                    .messages
+                    .fetch_add(counter.feed(&buf[..n]), Ordering::SeqCst);
+                if server_write.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
         }
-    }
-    down.abort();
+    });
+    state.connections.lock().unwrap().extend([down, up]);
 }
 
 /// Splits a client's byte stream into protocol messages.
