@@ -72,6 +72,11 @@ impl Default for Config {
 /// `Idempotent-Replayed: true`) without running the inner service again. See the
 /// [crate docs](crate) for the whole flow and the defaults.
 ///
+/// Layers nest: a route-level layer (say, one that requires a key) inside a router-wide
+/// one works as expected. The outermost layer that intercepts a request handles it, and
+/// inner idempotency layers pass that request on untouched; a request the outer layer
+/// passed through (no key, or another method) is still seen by the inner one.
+///
 /// ```
 /// use std::time::Duration;
 /// use axum::{routing::post, Router};
