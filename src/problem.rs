@@ -5,9 +5,12 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::{key::KeyError, outcome::Outcome};
 
-/// The prefix of every problem `type` this crate answers with; the client layer matches
-/// on it to tell an in-progress `409` from a conflict.
+/// The prefix of every problem `type` this crate answers with.
 pub(crate) const TYPE_PREFIX: &str = "urn:tower-idempotency:problem:";
+
+/// The last segment of the in-progress problem `type`; the client layer matches on it to
+/// tell an in-progress `409` from a conflict.
+pub(crate) const IN_PROGRESS: &str = "in-progress";
 
 /// A problem the layer answers instead of calling the inner service.
 #[derive(Debug, Clone)]
@@ -74,7 +77,7 @@ impl Problem {
             ),
             Self::InProgress => (
                 StatusCode::CONFLICT,
-                "in-progress",
+                IN_PROGRESS,
                 "Request with this idempotency key is in progress",
                 "the first request with this key has not finished; retry the same request \
                  with the same key after Retry-After"

@@ -5,6 +5,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{header, HeaderMap, StatusCode};
 
+use crate::problem::IN_PROGRESS;
+
 /// Whether a status may be retried with the same key. A `409` is retried only when it is
 /// "in progress": it carries `Retry-After`, or its problem type says so; a conflict does
 /// neither.
@@ -31,7 +33,10 @@ pub(crate) fn in_progress(headers: &HeaderMap, body: &Bytes) -> bool {
     }
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|problem| Some(problem.get("type")?.as_str()?.ends_with(":in-progress")))
+        .and_then(|problem| {
+            let kind = problem.get("type")?.as_str()?.rsplit(':').next()?;
+            Some(kind == IN_PROGRESS)
+        })
         .unwrap_or(false)
 }
 
