@@ -1,32 +1,24 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
-mod body;
-mod execute;
-mod fingerprint;
-mod future;
-mod intercept;
-mod key;
-mod layer;
-mod outcome;
-mod problem;
-mod replay;
-mod service;
-
+mod maybe_buffered;
+pub mod protocol;
+mod server;
 pub mod store;
 
 #[cfg(feature = "client")]
 pub mod client;
 
-#[cfg(feature = "test-util")]
-pub mod conformance;
-
+#[cfg(feature = "postgres")]
+pub use crate::store::PostgresStore;
+#[cfg(feature = "redis")]
+pub use crate::store::RedisStore;
 pub use crate::{
-    body::{RequestBody, ResponseBody},
-    future::ResponseFuture,
-    layer::IdempotencyLayer,
-    outcome::{Metrics, Outcome},
-    replay::IDEMPOTENT_REPLAYED,
-    service::Idempotency,
+    maybe_buffered::MaybeBuffered,
+    protocol::IDEMPOTENT_REPLAYED,
+    server::{
+        defaults, ConflictStatus, Idempotency, IdempotencyLayer, Metrics, Outcome, RequestBody,
+        ResponseBody, ResponseFuture,
+    },
     store::{IdempotencyStore, MemoryStore},
 };

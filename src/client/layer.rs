@@ -1,33 +1,17 @@
 //! [`IdempotencyClientLayer`]: the client layer's configuration.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, num::NonZeroU32, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{request::Parts, HeaderName, Method};
 use tower_layer::Layer;
 
-use super::service::IdempotencyClient;
-
-/// Derives a call's key from the request.
-pub(crate) type KeyFn = Arc<dyn Fn(&Parts, &Bytes) -> Option<String> + Send + Sync>;
-
-#[derive(Clone)]
-pub(crate) struct ClientConfig {
-    pub(crate) header_name: HeaderName,
-    pub(crate) methods: Vec<Method>,
-    pub(crate) key_from: Option<KeyFn>,
-    pub(crate) max_attempts: u32,
-    pub(crate) max_elapsed: Duration,
-    pub(crate) base_delay: Duration,
-    pub(crate) max_delay: Duration,
-    pub(crate) attempt_timeout: Option<Duration>,
-}
+use super::{config::ClientConfig, defaults, service::IdempotencyClient};
 
 /// Attaches one idempotency key per logical call and retries the call with it; see the
 /// [module docs](super).
 ///
-/// Defaults: POST and PATCH, header `Idempotency-Key`, a UUID v4 key per call, up to 5
-/// attempts within 30 s, backoff from 100 ms doubling up to 5 s with full jitter, no
+/// Defaults: those in [`defaults`](super::defaults), a UUID v4 key per call, and no
 /// per-attempt timeout.
 #[derive(Clone)]
 pub struct IdempotencyClientLayer {
@@ -39,13 +23,13 @@ impl IdempotencyClientLayer {
     pub fn new() -> Self {
         Self {
             config: Arc::new(ClientConfig {
-                header_name: HeaderName::from_static("idempotency-key"),
-                methods: vec![Method::POST, Method::PATCH],
+                header_name: defaults::HEADER_NAME,
+                methods: defaults::METHODS.to_vec(),
                 key_from: None,
-                max_attempts: 5,
-                max_elapsed: Duration::from_secs(30),
-                base_delay: Duration::from_millis(100),
-                max_delay: Duration::from_secs(5),
+                max_attempts: defaults::MAX_ATTEMPTS,
+                max_elapsed: defaults::MAX_ELAPSED,
+                base_delay: defaults::BASE_DELAY,
+                max_delay: defaults::MAX_DELAY,
                 attempt_timeout: None,
             }),
         }
@@ -56,13 +40,13 @@ impl IdempotencyClientLayer {
         self
     }
 
-    /// The header that carries the key (default `Idempotency-Key`).
+    /// The header that carries the key (default [`HEADER_NAME`](defaults::HEADER_NAME)).
     #[must_use]
     pub fn header_name(self, name: HeaderName) -> Self {
         self.with(|c| c.header_name = name)
     }
 
-    /// The methods that get a key and retries (default POST and PATCH). Other requests
+    /// The methods that get a key and retries (default [`METHODS`](defaults::METHODS)). Other requests
     /// are sent once, as they are.
     #[must_use]
     pub fn methods(self, methods: impl IntoIterator<Item = Method>) -> Self {
@@ -80,18 +64,16 @@ impl IdempotencyClientLayer {
         self.with(|c| c.key_from = Some(Arc::new(key)))
     }
 
-    /// The most attempts per call, the first included (default 5).
-    ///
-    /// # Panics
-    ///
-    /// When `attempts` is zero.
+    /// The most attempts per call, the first included (default
+    /// [`MAX_ATTEMPTS`](defaults::MAX_ATTEMPTS)). A type that cannot be zero: a call
+    /// always makes its first attempt.
     #[must_use]
-    pub fn max_attempts(self, attempts: u32) -> Self {
-        assert!(attempts > 0, "a call needs at least one attempt");
+    pub fn max_attempts(self, attempts: NonZeroU32) -> Self {
         self.with(|c| c.max_attempts = attempts)
     }
 
-    /// The most time a call may take, waits included (default 30 s). No retry is started
+    /// The most time a call may take, waits included (default
+    /// [`MAX_ELAPSED`](defaults::MAX_ELAPSED)). No retry is started
     /// whose wait would end past it.
     #[must_use]
     pub fn max_elapsed(self, max: Duration) -> Self {
@@ -99,7 +81,8 @@ impl IdempotencyClientLayer {
     }
 
     /// The backoff: the first retry waits up to `base`, each later one up to twice as
-    /// long, never more than `max` (defaults 100 ms and 5 s), each a uniform random
+    /// long, never more than `max` (defaults [`BASE_DELAY`](defaults::BASE_DELAY) and
+    /// [`MAX_DELAY`](defaults::MAX_DELAY)), each a uniform random
     /// fraction of that (full jitter). `Retry-After` overrides a shorter wait.
     #[must_use]
     pub fn backoff(self, base: Duration, max: Duration) -> Self {

@@ -39,12 +39,17 @@
 //! # Ok(()) }
 //! ```
 
-mod backoff;
+mod body;
+mod call;
+mod config;
+pub mod defaults;
 mod layer;
 mod outcome;
+mod policy;
 mod service;
 
 pub use self::{
+    body::ClientResponseBody,
     layer::IdempotencyClientLayer,
     outcome::{Attempt, AttemptResult, ClientOutcome},
     service::{IdempotencyClient, ResponseFuture},

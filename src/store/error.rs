@@ -19,6 +19,9 @@ pub enum StoreErrorKind {
     /// A value under one of our keys could not be decoded (truncated, foreign, or written
     /// by an unknown format version).
     Corrupt,
+    /// The store was configured wrongly (an invalid URL or table name): a mistake to fix
+    /// in the application, found when the store is built.
+    Configuration,
 }
 
 impl StoreErrorKind {
@@ -29,6 +32,7 @@ impl StoreErrorKind {
             Self::Unavailable => "store is unavailable",
             Self::Timeout => "store operation timed out",
             Self::Corrupt => "stored record could not be decoded",
+            Self::Configuration => "store is configured wrongly",
         }
     }
 }
@@ -70,6 +74,11 @@ impl StoreError {
     /// A [`StoreErrorKind::Unavailable`] error caused by the backend's `source`.
     pub fn unavailable(source: impl Into<BoxError>) -> Self {
         Self::new(StoreErrorKind::Unavailable, source)
+    }
+
+    /// A [`StoreErrorKind::Configuration`] error saying what is wrong.
+    pub fn configuration(what: impl Into<String>) -> Self {
+        Self::new(StoreErrorKind::Configuration, what.into())
     }
 
     /// What went wrong.

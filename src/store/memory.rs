@@ -1,3 +1,5 @@
+//! [`MemoryStore`]: records in the process, bounded by bytes and entries.
+
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, MutexGuard},
@@ -18,7 +20,7 @@ const RECORD_OVERHEAD: usize = 160;
 
 /// The in-process store: the default, for one process, tests and the examples.
 ///
-/// Bounded twice, by bytes (default 64 MiB) and by entries (default 1,000,000). When a new
+/// Bounded twice, by bytes and by entries (see [`MemoryStore::builder`]). When a new
 /// claim needs room, expired records go first, then the least recently used completed
 /// records. An in-flight claim is never evicted: when the store is full of live claims,
 /// [`begin`](IdempotencyStore::begin) fails with
@@ -27,9 +29,10 @@ const RECORD_OVERHEAD: usize = 160;
 /// ```
 /// use tower_idempotency::MemoryStore;
 ///
-/// let store = MemoryStore::new()
+/// let store = MemoryStore::builder()
 ///     .max_bytes(16 * 1024 * 1024)
-///     .max_entries(100_000);
+///     .max_entries(100_000)
+///     .build();
 /// assert_eq!(store.len(), 0);
 /// ```
 ///
@@ -78,49 +81,27 @@ enum Phase {
 }
 
 impl MemoryStore {
-    /// A store bounded to 64 MiB and 1,000,000 records.
+    /// The default byte bound: 64 MiB.
+    pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+    /// The default bound on the number of records: 1,000,000.
+    pub const DEFAULT_MAX_ENTRIES: usize = 1_000_000;
+
+    /// A store with the default bounds, [`DEFAULT_MAX_BYTES`](Self::DEFAULT_MAX_BYTES) and
+    /// [`DEFAULT_MAX_ENTRIES`](Self::DEFAULT_MAX_ENTRIES).
     pub fn new() -> Self {
-        Self::with_limits(Limits {
-            max_bytes: 64 * 1024 * 1024,
-            max_entries: 1_000_000,
-        })
+        Self::builder().build()
     }
 
-    fn with_limits(limits: Limits) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                state: Mutex::default(),
-                limits,
-            }),
+    /// A builder for a store with other bounds. The bounds are fixed when the store is
+    /// built: a store in use cannot change them.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder {
+            limits: Limits {
+                max_bytes: Self::DEFAULT_MAX_BYTES,
+                max_entries: Self::DEFAULT_MAX_ENTRIES,
+            },
         }
-    }
-
-    /// Sets the byte bound (keys, responses and a per-record overhead).
-    ///
-    /// # Panics
-    ///
-    /// When called on a store that already holds records (configure before use).
-    #[must_use]
-    pub fn max_bytes(self, max_bytes: usize) -> Self {
-        assert!(self.is_empty(), "configure a MemoryStore before using it");
-        Self::with_limits(Limits {
-            max_bytes,
-            ..self.shared.limits
-        })
-    }
-
-    /// Sets the bound on the number of records.
-    ///
-    /// # Panics
-    ///
-    /// When called on a store that already holds records (configure before use).
-    #[must_use]
-    pub fn max_entries(self, max_entries: usize) -> Self {
-        assert!(self.is_empty(), "configure a MemoryStore before using it");
-        Self::with_limits(Limits {
-            max_entries,
-            ..self.shared.limits
-        })
     }
 
     /// How many records the store holds, expired ones not yet evicted included.
@@ -134,7 +115,7 @@ impl MemoryStore {
     }
 
     /// How many bytes the store accounts for, by the same measure as
-    /// [`max_bytes`](Self::max_bytes).
+    /// [`MemoryStoreBuilder::max_bytes`].
     pub fn bytes(&self) -> usize {
         self.lock().bytes
     }
@@ -146,6 +127,38 @@ impl MemoryStore {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Builds a [`MemoryStore`] with bounds of its own; from [`MemoryStore::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct MemoryStoreBuilder {
+    limits: Limits,
+}
+
+impl MemoryStoreBuilder {
+    /// The byte bound: keys, responses and a per-record overhead (default
+    /// [`MemoryStore::DEFAULT_MAX_BYTES`]).
+    pub fn max_bytes(mut self, max_bytes: usize) -> Self {
+        self.limits.max_bytes = max_bytes;
+        self
+    }
+
+    /// The bound on the number of records (default [`MemoryStore::DEFAULT_MAX_ENTRIES`]).
+    pub fn max_entries(mut self, max_entries: usize) -> Self {
+        self.limits.max_entries = max_entries;
+        self
+    }
+
+    /// The store, empty.
+    pub fn build(self) -> MemoryStore {
+        MemoryStore {
+            shared: Arc::new(Shared {
+                state: Mutex::default(),
+                limits: self.limits,
+            }),
+        }
     }
 }
 
@@ -370,6 +383,15 @@ impl IdempotencyStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_readme_shows_the_default_bounds() {
+        let readme = include_str!("../../README.md").replace('\n', " ");
+        assert_eq!(MemoryStore::DEFAULT_MAX_BYTES, 64 * 1024 * 1024);
+        assert!(readme.contains("`MemoryStore::DEFAULT_MAX_BYTES` (64 MiB)"));
+        assert_eq!(MemoryStore::DEFAULT_MAX_ENTRIES, 1_000_000);
+        assert!(readme.contains("`DEFAULT_MAX_ENTRIES` (1,000,000)"));
+    }
     use bytes::Bytes;
     use http::{HeaderMap, StatusCode};
 
@@ -399,7 +421,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_flood_of_fresh_completed_keys_stays_within_the_byte_bound() {
-        let store = MemoryStore::new().max_bytes(64 * 1024);
+        let store = MemoryStore::builder().max_bytes(64 * 1024).build();
         for i in 0..10_000 {
             let token = claim(&store, i).await.unwrap();
             store
@@ -419,7 +441,7 @@ mod tests {
 
     #[tokio::test]
     async fn in_flight_claims_are_never_evicted_and_a_full_store_says_so() {
-        let store = MemoryStore::new().max_entries(10);
+        let store = MemoryStore::builder().max_entries(10).build();
         let tokens: Vec<_> = claim_all(&store, 10).await;
         let err = claim(&store, 10).await.unwrap_err();
         assert_eq!(err.kind(), StoreErrorKind::CapacityExhausted);
@@ -449,7 +471,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn expired_records_are_evicted_before_live_ones() {
-        let store = MemoryStore::new().max_entries(3);
+        let store = MemoryStore::builder().max_entries(3).build();
         let t0 = claim(&store, 0).await.unwrap();
         store
             .complete(&key(0), &t0, response(1), Duration::from_secs(1))
@@ -477,7 +499,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_response_too_large_for_the_store_is_kept_without_its_body() {
-        let store = MemoryStore::new().max_bytes(2 * 1024);
+        let store = MemoryStore::builder().max_bytes(2 * 1024).build();
         let token = claim(&store, 0).await.unwrap();
         store
             .complete(&key(0), &token, response(10 * 1024), TTL)

@@ -9,8 +9,8 @@
 //! # Writing a store
 //!
 //! Implement [`IdempotencyStore`]. The contract of each method is documented on the trait;
-//! the `test-util` feature exports a conformance suite
-//! (`tower_idempotency::conformance`) that checks it. Here is a complete store over a
+//! the `test-util` feature exports a conformance suite ([`conformance`], and the
+//! [`store_conformance_tests!`](crate::store_conformance_tests) macro) that checks it. Here is a complete store over a
 //! `HashMap` (no expiry and no bound, so only fit for a doctest; see [`MemoryStore`] for
 //! one that is):
 //!
@@ -98,9 +98,12 @@
 
 mod error;
 mod memory;
-mod types;
+mod record;
 
 pub(crate) mod codec;
+
+#[cfg(feature = "test-util")]
+pub mod conformance;
 
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -110,14 +113,14 @@ mod redis;
 use std::{future::Future, time::Duration};
 
 pub use self::error::{StoreError, StoreErrorKind};
-pub use self::memory::MemoryStore;
+pub use self::memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresStore;
-#[cfg(feature = "redis")]
-pub use self::redis::RedisStore;
-pub use self::types::{
+pub use self::record::{
     Begin, Fingerprint, LockToken, Record, RecordKey, RecordState, StoredResponse,
 };
+#[cfg(feature = "redis")]
+pub use self::redis::RedisStore;
 
 /// Where the layer keeps its records.
 ///

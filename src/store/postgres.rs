@@ -138,7 +138,9 @@ impl PostgresStore {
     /// Connects to `url` (`postgres://user@host:port/db`, without TLS) with a pool of up to
     /// 16 connections, and creates the default table if it is missing.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(unavailable)?;
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|err| StoreError::new(StoreErrorKind::Configuration, err))?;
         config.connect_timeout(Duration::from_secs(2));
         let pool = Pool::builder(Manager::new(config, NoTls))
             .max_size(16)
@@ -158,16 +160,13 @@ impl PostgresStore {
     ///
     /// # Errors
     ///
-    /// A [`StoreErrorKind::Unavailable`] error naming the table when its name is not
+    /// A [`StoreErrorKind::Configuration`] error naming the table when its name is not
     /// valid.
     pub fn with_pool(pool: Pool, table: &str) -> Result<Self, StoreError> {
         if !valid_table_name(table) {
-            return Err(StoreError::new(
-                StoreErrorKind::Unavailable,
-                format!(
-                    "invalid table name {table:?}: use lower-case letters, digits and underscores"
-                ),
-            ));
+            return Err(StoreError::configuration(format!(
+                "invalid table name {table:?}: use lower-case letters, digits and underscores"
+            )));
         }
         Ok(Self {
             pool,

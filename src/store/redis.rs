@@ -6,7 +6,7 @@ use redis::{aio::ConnectionManager, Script, Value};
 
 use super::{
     codec, Begin, Fingerprint, IdempotencyStore, LockToken, Record, RecordKey, RecordState,
-    StoreError, StoredResponse,
+    StoreError, StoreErrorKind, StoredResponse,
 };
 
 /// Claims a free key, or reports what holds it. Answers `{0}` claimed, `{1}` conflict,
@@ -120,7 +120,8 @@ impl RedisStore {
     /// Connects to the Redis server at `url` (`redis://host:port/db`), with a connection
     /// manager that reconnects by itself after a failure.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(StoreError::unavailable)?;
+        let client = redis::Client::open(url)
+            .map_err(|err| StoreError::new(StoreErrorKind::Configuration, err))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))

@@ -294,7 +294,7 @@ async fn call_scripted<S>(client: &mut IdempotencyClient<S>, method: &str) -> Cl
 where
     IdempotencyClient<S>: Service<
         Request<Full<Bytes>>,
-        Response = Response<tower_idempotency::ResponseBody<Full<Bytes>>>,
+        Response = Response<tower_idempotency::client::ClientResponseBody<Full<Bytes>>>,
         Error = BoxError,
     >,
 {
@@ -347,7 +347,7 @@ async fn retry_after_is_obeyed() {
 async fn attempts_and_total_time_are_capped() {
     let (service, _) = scripted(vec![503], "1");
     let mut client = ServiceBuilder::new()
-        .layer(IdempotencyClientLayer::new().max_attempts(3))
+        .layer(IdempotencyClientLayer::new().max_attempts(std::num::NonZeroU32::new(3).unwrap()))
         .service(service);
     let outcome = call_scripted(&mut client, "POST").await;
     assert_eq!(outcome.attempts.len(), 3, "the last 503 is returned");

@@ -214,7 +214,7 @@ async fn a_failed_record_still_answers_the_client_and_is_counted() {
 
 #[tokio::test]
 async fn a_full_memory_store_answers_503_rather_than_forget_a_claim() {
-    let store = MemoryStore::new().max_entries(1);
+    let store = MemoryStore::builder().max_entries(1).build();
     let layer = IdempotencyLayer::new(store);
     let (app, counter) = app(layer);
     let started = counter.started.notified();

@@ -84,9 +84,8 @@ async fn the_same_key_on_a_different_request_is_a_conflict() {
 
 #[tokio::test]
 async fn a_conflict_can_answer_422() {
-    let (app, counter) =
-        app(IdempotencyLayer::new(MemoryStore::new())
-            .conflict_status(StatusCode::UNPROCESSABLE_ENTITY));
+    let (app, counter) = app(IdempotencyLayer::new(MemoryStore::new())
+        .conflict_status(tower_idempotency::ConflictStatus::UnprocessableContent));
     let key = unique("conflict-422");
     send(&app, post_with_key("/orders", &key, "a")).await;
     send(&app, post_with_key("/orders", &key, "b"))

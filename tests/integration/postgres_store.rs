@@ -73,7 +73,7 @@ async fn a_custom_table_is_created_and_expired_rows_are_swept() {
     let store = PostgresStore::with_pool(pool, &table).unwrap();
     store.migrate().await.unwrap();
     store.migrate().await.unwrap(); // idempotent
-    tower_idempotency::conformance::completed_record_expires(&store).await;
+    tower_idempotency::store::conformance::completed_record_expires(&store).await;
     // That check left an expired row behind (or took it over); make sure one is there.
     let expired = format!(
         "INSERT INTO {table} (key, fingerprint, token, response, version, expires_at)

@@ -12,14 +12,13 @@ use http_body::Body;
 use tower_service::Service;
 use tracing::Instrument;
 
-use crate::{
+use super::{
     body::{RequestBody, ResponseBody},
     future::ResponseFuture,
-    intercept::{intercept, Shared},
-    layer::Config,
-    outcome::Metrics,
-    store::IdempotencyStore,
+    intercept::intercept,
+    shared::Shared,
 };
+use crate::store::IdempotencyStore;
 
 /// Marks a request an idempotency layer has intercepted, so nested layers pass it on.
 #[derive(Clone, Copy)]
@@ -35,14 +34,10 @@ pub struct Idempotency<S, St> {
 }
 
 impl<S, St> Idempotency<S, St> {
-    pub(crate) fn new(inner: S, store: Arc<St>, config: Arc<Config>, metrics: Metrics) -> Self {
+    pub(crate) fn new(inner: S, shared: Shared<St>) -> Self {
         Self {
             inner,
-            shared: Arc::new(Shared {
-                store,
-                config,
-                metrics,
-            }),
+            shared: Arc::new(shared),
         }
     }
 

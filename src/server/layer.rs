@@ -5,65 +5,11 @@ use std::{fmt, sync::Arc, time::Duration};
 use http::{request::Parts, HeaderName, Method, StatusCode};
 use tower_layer::Layer;
 
-use crate::{outcome::Metrics, service::Idempotency, store::IdempotencyStore};
-
-/// Derives the scope of a request (e.g. the tenant an auth layer put in the extensions).
-pub(crate) type ScopeFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
-
-/// Everything the layer's services share, read-only once the layer is built.
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub(crate) header_name: HeaderName,
-    pub(crate) methods: Vec<Method>,
-    pub(crate) require_key: bool,
-    pub(crate) conflict_status: StatusCode,
-    pub(crate) ttl: Duration,
-    pub(crate) lease: Duration,
-    pub(crate) max_request_body: usize,
-    pub(crate) max_response_body: usize,
-    pub(crate) fingerprint_headers: Vec<HeaderName>,
-    pub(crate) namespace: String,
-    pub(crate) scope: Option<ScopeFn>,
-    pub(crate) wait_for_in_flight: Option<Duration>,
-    pub(crate) fail_open: bool,
-    pub(crate) transient_statuses: Vec<StatusCode>,
-    pub(crate) unstored_headers: Vec<HeaderName>,
-    pub(crate) run_to_completion: bool,
-    pub(crate) store_timeout: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            header_name: HeaderName::from_static("idempotency-key"),
-            methods: vec![Method::POST, Method::PATCH],
-            require_key: false,
-            conflict_status: StatusCode::CONFLICT,
-            ttl: Duration::from_secs(24 * 60 * 60),
-            lease: Duration::from_secs(30),
-            max_request_body: 2 * 1024 * 1024,
-            max_response_body: 1024 * 1024,
-            fingerprint_headers: vec![
-                http::header::AUTHORIZATION,
-                http::header::COOKIE,
-                HeaderName::from_static("x-api-key"),
-            ],
-            namespace: "idem".to_owned(),
-            scope: None,
-            wait_for_in_flight: None,
-            fail_open: false,
-            transient_statuses: vec![
-                StatusCode::REQUEST_TIMEOUT,
-                StatusCode::TOO_EARLY,
-                StatusCode::TOO_MANY_REQUESTS,
-                StatusCode::SERVICE_UNAVAILABLE,
-            ],
-            unstored_headers: vec![http::header::SET_COOKIE],
-            run_to_completion: true,
-            store_timeout: Duration::from_secs(5),
-        }
-    }
-}
+use super::{
+    config::Config, conflict_status::ConflictStatus, outcome::Metrics, service::Idempotency,
+    shared::Shared,
+};
+use crate::store::IdempotencyStore;
 
 /// Makes POST and PATCH requests that carry an `Idempotency-Key` safe to retry.
 ///
@@ -97,12 +43,8 @@ pub struct IdempotencyLayer<St> {
 }
 
 impl<St: IdempotencyStore> IdempotencyLayer<St> {
-    /// A layer over `store` with the defaults: POST and PATCH, header `Idempotency-Key`
-    /// optional, 409 on conflict, lease 30 s, TTL 24 h, request bodies up to 2 MiB,
-    /// responses recorded up to 1 MiB, fingerprint headers `authorization`, `cookie` and
-    /// `x-api-key`, namespace `idem`, no scope, fail closed, transient statuses 408, 425,
-    /// 429 and 503, `set-cookie` not stored, handlers driven to completion, store calls
-    /// timed out after 5 s.
+    /// A layer over `store` with the [`defaults`](crate::defaults): no scope, no waiting
+    /// for an in-flight request, and every other knob as its builder method says.
     pub fn new(store: St) -> Self {
         Self {
             store: Arc::new(store),
@@ -128,48 +70,43 @@ impl<St> IdempotencyLayer<St> {
         &self.store
     }
 
-    /// The header that carries the key (default `Idempotency-Key`).
+    /// The header that carries the key (default
+    /// [`HEADER_NAME`](crate::defaults::HEADER_NAME)).
     #[must_use]
     pub fn header_name(self, name: HeaderName) -> Self {
         self.with(|c| c.header_name = name)
     }
 
-    /// The methods that are intercepted (default POST and PATCH). Others pass through
-    /// untouched, with no buffering.
+    /// The methods that are intercepted (default [`METHODS`](crate::defaults::METHODS)).
+    /// Others pass through untouched, with no buffering.
     #[must_use]
     pub fn methods(self, methods: impl IntoIterator<Item = Method>) -> Self {
         self.with(|c| c.methods = methods.into_iter().collect())
     }
 
-    /// Whether an intercepted request without a key is refused with `400` (default:
-    /// `false`, it passes through unprotected).
+    /// Whether an intercepted request without a key is refused with `400` (default
+    /// [`REQUIRE_KEY`](crate::defaults::REQUIRE_KEY): it passes through unprotected).
     #[must_use]
     pub fn require_key(self, require: bool) -> Self {
         self.with(|c| c.require_key = require)
     }
 
-    /// The status of a conflict (same key, different request): `409 Conflict` (default) or
-    /// `422 Unprocessable Entity` (the IETF draft's choice).
-    ///
-    /// # Panics
-    ///
-    /// On any other status.
+    /// The status of a conflict (same key, different request): `409 Conflict` or `422
+    /// Unprocessable Content`, the IETF draft's choice (default
+    /// [`CONFLICT_STATUS`](crate::defaults::CONFLICT_STATUS)).
     #[must_use]
-    pub fn conflict_status(self, status: StatusCode) -> Self {
-        assert!(
-            status == StatusCode::CONFLICT || status == StatusCode::UNPROCESSABLE_ENTITY,
-            "conflict_status must be 409 or 422, not {status}"
-        );
+    pub fn conflict_status(self, status: ConflictStatus) -> Self {
         self.with(|c| c.conflict_status = status)
     }
 
-    /// How long a completed response is kept for replay (default 24 h).
+    /// How long a completed response is kept for replay (default
+    /// [`TTL`](crate::defaults::TTL)).
     #[must_use]
     pub fn ttl(self, ttl: Duration) -> Self {
         self.with(|c| c.ttl = ttl)
     }
 
-    /// How long a claim lives without renewal (default 30 s). The layer renews it every
+    /// How long a claim lives without renewal (default [`LEASE`](crate::defaults::LEASE)). The layer renews it every
     /// third of a lease while the inner service runs, so only a dead process's claim
     /// expires; after that a retry runs afresh.
     #[must_use]
@@ -177,14 +114,15 @@ impl<St> IdempotencyLayer<St> {
         self.with(|c| c.lease = lease)
     }
 
-    /// The largest request body buffered for fingerprinting (default 2 MiB, axum's
-    /// default limit). Larger bodies get `413` and the inner service is not called.
+    /// The largest request body buffered for fingerprinting (default
+    /// [`MAX_REQUEST_BODY`](crate::defaults::MAX_REQUEST_BODY)). Larger bodies get `413` and the inner service is not called.
     #[must_use]
     pub fn max_request_body(self, bytes: usize) -> Self {
         self.with(|c| c.max_request_body = bytes)
     }
 
-    /// The largest response body recorded (default 1 MiB). A larger response is streamed
+    /// The largest response body recorded (default
+    /// [`MAX_RESPONSE_BODY`](crate::defaults::MAX_RESPONSE_BODY)). A larger response is streamed
     /// to the client once and recorded without its body: a retry gets a `409` problem
     /// saying so, never a second execution.
     #[must_use]
@@ -192,8 +130,8 @@ impl<St> IdempotencyLayer<St> {
         self.with(|c| c.max_response_body = bytes)
     }
 
-    /// The headers whose values enter the fingerprint (default `authorization`, `cookie`,
-    /// `x-api-key`): whatever identifies the caller, so that another caller reusing a key
+    /// The headers whose values enter the fingerprint (default
+    /// [`FINGERPRINT_HEADERS`](crate::defaults::FINGERPRINT_HEADERS)): whatever identifies the caller, so that another caller reusing a key
     /// gets a conflict, never someone else's response. With a [`scope`](Self::scope) that
     /// identifies the principal, this may be emptied so that a refreshed token still
     /// replays.
@@ -202,7 +140,7 @@ impl<St> IdempotencyLayer<St> {
         self.with(|c| c.fingerprint_headers = headers.into_iter().collect())
     }
 
-    /// The prefix of this layer's records (default `idem`), so that services sharing one
+    /// The prefix of this layer's records (default [`NAMESPACE`](crate::defaults::NAMESPACE)), so that services sharing one
     /// store do not collide.
     #[must_use]
     pub fn namespace(self, namespace: impl Into<String>) -> Self {
@@ -229,7 +167,8 @@ impl<St> IdempotencyLayer<St> {
     }
 
     /// ⚠️ When the store cannot be reached at claim time, run the request **unprotected**
-    /// (and log a warning) instead of answering `503` (default: `false`, fail closed). A
+    /// (and log a warning) instead of answering `503` (default
+    /// [`FAIL_OPEN`](crate::defaults::FAIL_OPEN): fail closed). A
     /// retry during an outage can then run twice: enable only for routes where a duplicate
     /// is cheaper than an outage.
     #[must_use]
@@ -238,7 +177,7 @@ impl<St> IdempotencyLayer<St> {
     }
 
     /// The statuses that mean "not done, retry later": the claim is released and a retry
-    /// runs afresh (default 408, 425, 429, 503). Every other status, `500` included, is
+    /// runs afresh (default [`TRANSIENT_STATUSES`](crate::defaults::TRANSIENT_STATUSES)). Every other status, `500` included, is
     /// recorded and replayed, since the write may have happened.
     #[must_use]
     pub fn transient_statuses(self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
@@ -246,21 +185,25 @@ impl<St> IdempotencyLayer<St> {
     }
 
     /// Response headers never recorded, on top of the hop-by-hop headers (default
-    /// `set-cookie`: a session token has no business sitting in a replay cache).
+    /// [`UNSTORED_HEADERS`](crate::defaults::UNSTORED_HEADERS): a session token has no
+    /// business sitting in a replay cache).
     #[must_use]
     pub fn unstored_headers(self, headers: impl IntoIterator<Item = HeaderName>) -> Self {
         self.with(|c| c.unstored_headers = headers.into_iter().collect())
     }
 
-    /// Whether the inner service is driven to completion on a task of its own when the
-    /// client goes away, so that the result of a half-done write is still recorded for
-    /// the retry (default `true`). When `false`, a dropped request releases its claim.
+    /// Whether the inner service is driven to completion when the client goes away, so
+    /// that the result of a half-done write is still recorded for the retry (default
+    /// [`RUN_TO_COMPLETION`](crate::defaults::RUN_TO_COMPLETION)). The handler runs in
+    /// place, in the request's own future; only if the client goes away does the rest of
+    /// it move to a task of its own. When `false`, a dropped request releases its claim.
     #[must_use]
     pub fn run_to_completion(self, run: bool) -> Self {
         self.with(|c| c.run_to_completion = run)
     }
 
-    /// The bound on every store call (default 5 s). A claim that times out is a store
+    /// The bound on every store call (default
+    /// [`STORE_TIMEOUT`](crate::defaults::STORE_TIMEOUT)). A claim that times out is a store
     /// failure (`503`, or unprotected in fail-open mode).
     #[must_use]
     pub fn store_timeout(self, timeout: Duration) -> Self {
@@ -299,9 +242,11 @@ impl<S, St> Layer<S> for IdempotencyLayer<St> {
     fn layer(&self, inner: S) -> Self::Service {
         Idempotency::new(
             inner,
-            Arc::clone(&self.store),
-            Arc::clone(&self.config),
-            self.metrics.clone(),
+            Shared {
+                store: Arc::clone(&self.store),
+                config: Arc::clone(&self.config),
+                metrics: self.metrics.clone(),
+            },
         )
     }
 }

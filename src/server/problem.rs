@@ -3,14 +3,8 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::{key::KeyError, outcome::Outcome};
-
-/// The prefix of every problem `type` this crate answers with.
-pub(crate) const TYPE_PREFIX: &str = "urn:tower-idempotency:problem:";
-
-/// The last segment of the in-progress problem `type`; the client layer matches on it to
-/// tell an in-progress `409` from a conflict.
-pub(crate) const IN_PROGRESS: &str = "in-progress";
+use super::{key::KeyError, outcome::Outcome};
+use crate::protocol::{ProblemType, PROBLEM_JSON};
 
 /// A problem the layer answers instead of calling the inner service.
 #[derive(Debug, Clone)]
@@ -41,7 +35,7 @@ impl Problem {
         let (status, kind, title, detail, retry_after) = match &self {
             Self::InvalidKey(err) => (
                 StatusCode::BAD_REQUEST,
-                "invalid-key",
+                ProblemType::InvalidKey,
                 "Invalid idempotency key",
                 format!(
                     "{}. Send one key of 1 to 255 visible ASCII characters, new for each \
@@ -52,7 +46,7 @@ impl Problem {
             ),
             Self::BodyTooLarge { limit } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
+                ProblemType::BodyTooLarge,
                 "Request body too large",
                 format!(
                     "the request body exceeds the limit of {limit} bytes; it was not processed"
@@ -61,14 +55,14 @@ impl Problem {
             ),
             Self::BodyUnreadable => (
                 StatusCode::BAD_REQUEST,
-                "body-unreadable",
+                ProblemType::BodyUnreadable,
                 "Request body could not be read",
                 "the request body failed while it was being read; it was not processed".to_owned(),
                 None,
             ),
             Self::Conflict { status } => (
                 *status,
-                "conflict",
+                ProblemType::Conflict,
                 "Idempotency key reused for a different request",
                 "this key was already used with a different method, URL, body or credentials; \
                  fix the request and send it with a new key"
@@ -77,7 +71,7 @@ impl Problem {
             ),
             Self::InProgress => (
                 StatusCode::CONFLICT,
-                IN_PROGRESS,
+                ProblemType::InProgress,
                 "Request with this idempotency key is in progress",
                 "the first request with this key has not finished; retry the same request \
                  with the same key after Retry-After"
@@ -86,7 +80,7 @@ impl Problem {
             ),
             Self::StoreUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "store-unavailable",
+                ProblemType::StoreUnavailable,
                 "Idempotency store unavailable",
                 "the request was not processed because its key could not be recorded; retry \
                  the same request with the same key after Retry-After"
@@ -95,7 +89,7 @@ impl Problem {
             ),
             Self::ResponseNotStored { original } => (
                 StatusCode::CONFLICT,
-                "response-not-stored",
+                ProblemType::ResponseNotStored,
                 "Request already processed; response not available",
                 format!(
                     "the request with this key was already processed with status {}, but its \
@@ -106,7 +100,7 @@ impl Problem {
             ),
         };
         let mut body = serde_json::json!({
-            "type": format!("{TYPE_PREFIX}{kind}"),
+            "type": kind.uri(),
             "title": title,
             "status": status.as_u16(),
             "detail": detail,
@@ -117,10 +111,7 @@ impl Problem {
         let mut response = Response::new(Bytes::from(body.to_string()));
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(seconds) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
         }

@@ -1,3 +1,7 @@
+//! The record model every store keeps: where a record lives ([`RecordKey`]), what
+//! identifies its request ([`Fingerprint`]), the fence of its claim ([`LockToken`]), the
+//! response it holds ([`StoredResponse`]), and what a store answers ([`Begin`], [`Record`]).
+
 use std::{
     fmt,
     sync::{

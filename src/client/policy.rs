@@ -1,11 +1,12 @@
-//! When to retry, and how long to wait.
+//! The retry policy: which answers may be retried with the same key, and how long to
+//! wait before the next attempt.
 
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, StatusCode};
 
-use crate::problem::IN_PROGRESS;
+use crate::protocol::ProblemType;
 
 /// Whether a status may be retried with the same key. A `409` is retried only when it is
 /// "in progress": it carries `Retry-After`, or its problem type says so; a conflict does
@@ -34,8 +35,8 @@ pub(crate) fn in_progress(headers: &HeaderMap, body: &Bytes) -> bool {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|problem| {
-            let kind = problem.get("type")?.as_str()?.rsplit(':').next()?;
-            Some(kind == IN_PROGRESS)
+            let kind = ProblemType::from_uri(problem.get("type")?.as_str()?)?;
+            Some(kind == ProblemType::InProgress)
         })
         .unwrap_or(false)
 }

@@ -11,7 +11,7 @@ use http::Response;
 use http_body::Body;
 use pin_project_lite::pin_project;
 
-use crate::body::ResponseBody;
+use super::body::ResponseBody;
 
 type Intercepted<B, E> = Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send>>;
 

@@ -3,72 +3,25 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
-use http_body::Body;
-use http_body_util::BodyExt;
-use tower_service::Service;
 use tracing::Span;
 
-use crate::{
+use super::{
     body::{RequestBody, ResponseBody},
+    bounds::{InBody, Inner, OutBody},
+    buffer::buffer_request,
     execute::execute,
     fingerprint,
     key::{self, KeyError},
-    layer::Config,
-    outcome::{Metrics, Outcome},
+    outcome::Outcome,
     problem::Problem,
-    replay::replay,
-    store::{Begin, IdempotencyStore, RecordKey, StoreError, StoreErrorKind},
+    record::replay,
+    shared::Shared,
 };
+use crate::store::{Begin, Fingerprint, IdempotencyStore, RecordKey, StoreError};
 
-/// What every service of one layer shares.
-pub(crate) struct Shared<St> {
-    pub(crate) store: Arc<St>,
-    pub(crate) config: Arc<Config>,
-    pub(crate) metrics: Metrics,
-}
-
-impl<St> Shared<St> {
-    /// Counts `outcome` and records it on the request's span.
-    pub(crate) fn record(&self, span: &Span, outcome: Outcome) {
-        span.record("outcome", outcome.as_str());
-        self.metrics.add(outcome);
-    }
-
-    /// Marks `response` with `outcome`: extensions, span, counters.
-    pub(crate) fn finish<B>(
-        &self,
-        span: &Span,
-        outcome: Outcome,
-        mut response: Response<B>,
-    ) -> Response<B> {
-        self.record(span, outcome);
-        response.extensions_mut().insert(outcome);
-        response
-    }
-
-    fn refuse<B: Body>(&self, span: &Span, problem: Problem) -> Response<ResponseBody<B>> {
-        tracing::debug!(parent: span, ?problem, "refused");
-        let outcome = problem.outcome();
-        self.finish(
-            span,
-            outcome,
-            problem.into_response().map(ResponseBody::full),
-        )
-    }
-}
-
-/// Bounds a store call by the configured timeout.
-pub(crate) async fn timed<T>(
-    config: &Config,
-    call: impl std::future::Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    tokio::time::timeout(config.store_timeout, call)
-        .await
-        .unwrap_or_else(|_| Err(StoreError::from_kind(StoreErrorKind::Timeout)))
-}
-
+/// Takes an intercepted request from its key to its answer: a refusal, a replay, or the
+/// inner service run under a claim.
 pub(crate) async fn intercept<S, St, ReqBody, ResBody>(
     mut inner: S,
     shared: Arc<Shared<St>>,
@@ -76,13 +29,10 @@ pub(crate) async fn intercept<S, St, ReqBody, ResBody>(
     span: Span,
 ) -> Result<Response<ResponseBody<ResBody>>, S::Error>
 where
-    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
+    S: Inner<ReqBody, ResBody>,
     St: IdempotencyStore,
-    ReqBody: Body<Data = Bytes> + Send + 'static,
-    ResBody: Body<Data = Bytes> + Send + 'static,
-    ResBody::Error: Send + 'static,
+    ReqBody: InBody,
+    ResBody: OutBody,
 {
     let config = &*shared.config;
     let (parts, body) = req.into_parts();
@@ -92,7 +42,7 @@ where
         Err(err) => return Ok(shared.refuse(&span, Problem::InvalidKey(err))),
     };
 
-    let body = match read_body(body, &parts.headers, config.max_request_body).await {
+    let body = match buffer_request(body, &parts.headers, config.max_request_body).await {
         Ok(body) => body,
         Err(problem) => return Ok(shared.refuse(&span, problem)),
     };
@@ -128,7 +78,7 @@ where
         Ok(Begin::Conflict) => Ok(shared.refuse(
             &span,
             Problem::Conflict {
-                status: config.conflict_status,
+                status: config.conflict_status.status(),
             },
         )),
         Err(err) if config.fail_open => {
@@ -148,50 +98,12 @@ where
     }
 }
 
-/// Buffers the request body up to `limit` bytes. A body of one chunk (the common case)
-/// is kept as it is, without a copy.
-async fn read_body<B>(body: B, headers: &http::HeaderMap, limit: usize) -> Result<Bytes, Problem>
-where
-    B: Body<Data = Bytes>,
-{
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(Problem::BodyTooLarge { limit });
-    }
-    let mut body = std::pin::pin!(body);
-    let mut first = Bytes::new();
-    let mut more: Option<BytesMut> = None;
-    let mut len = 0;
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(|_| Problem::BodyUnreadable)?.into_data() else {
-            continue; // trailers are not part of the fingerprint
-        };
-        len += data.len();
-        if len > limit {
-            return Err(Problem::BodyTooLarge { limit });
-        }
-        match &mut more {
-            None if first.is_empty() => first = data,
-            Some(buf) => buf.extend_from_slice(&data),
-            None => {
-                let mut buf = BytesMut::with_capacity(len.max(2 * first.len()));
-                buf.extend_from_slice(&first);
-                buf.extend_from_slice(&data);
-                more = Some(buf);
-            }
-        }
-    }
-    Ok(more.map_or(first, BytesMut::freeze))
-}
-
 /// Claims the key; in wait mode, polls an in-flight key until it completes, its lease
 /// frees it, or the wait bound passes.
 async fn claim<St: IdempotencyStore>(
     shared: &Shared<St>,
     key: &RecordKey,
-    fingerprint: &crate::store::Fingerprint,
+    fingerprint: &Fingerprint,
 ) -> Result<Begin, StoreError> {
     let config = &*shared.config;
     let deadline = config
@@ -199,7 +111,9 @@ async fn claim<St: IdempotencyStore>(
         .map(|wait| tokio::time::Instant::now() + wait);
     let mut pause = Duration::from_millis(5);
     loop {
-        let begun = timed(config, shared.store.begin(key, fingerprint, config.lease)).await?;
+        let begun = shared
+            .timed(shared.store.begin(key, fingerprint, config.lease))
+            .await?;
         match (begun, deadline) {
             (Begin::InProgress, Some(deadline))
                 if tokio::time::Instant::now() + pause < deadline =>

@@ -4,10 +4,8 @@ use bytes::Bytes;
 use http::{header, response::Parts, HeaderMap, HeaderName, HeaderValue, Response};
 use http_body::Body;
 
-use crate::{body::ResponseBody, store::StoredResponse};
-
-/// The header a replayed response carries.
-pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+use super::body::ResponseBody;
+use crate::{protocol::IDEMPOTENT_REPLAYED, store::StoredResponse};
 
 /// Headers that describe one connection, not the response (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 6] = [

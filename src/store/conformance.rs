@@ -8,7 +8,7 @@
 //!
 //! ```
 //! # // The doctest cannot define `#[test]`s; it runs the same checks by hand.
-//! use tower_idempotency::{conformance, MemoryStore};
+//! use tower_idempotency::{store::conformance, MemoryStore};
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! conformance::run_all(&MemoryStore::new()).await;
@@ -297,7 +297,7 @@ pub mod __private {
 /// `$make` (an expression of type `impl Future<Output = Option<Store>>`; `None` skips).
 ///
 /// The tests name this crate `tower_idempotency`; a renamed dependency cannot use the macro
-/// (call the checks in [`conformance`](crate::conformance) directly instead).
+/// (call the checks in [`conformance`](crate::store::conformance) directly instead).
 #[macro_export]
 macro_rules! store_conformance_tests {
     ($make:expr) => {
@@ -316,17 +316,17 @@ macro_rules! store_conformance_tests {
     };
     (@tests $make:expr; $($check:ident),* $(,)?) => {
         $(
-            #[$crate::conformance::__private::tokio::test(
+            #[$crate::store::conformance::__private::tokio::test(
                 flavor = "multi_thread",
                 worker_threads = 2,
-                crate = "::tower_idempotency::conformance::__private::tokio"
+                crate = "::tower_idempotency::store::conformance::__private::tokio"
             )]
             async fn $check() {
                 let Some(store) = $make.await else {
                     eprintln!("skipped {}: store not configured", stringify!($check));
                     return;
                 };
-                $crate::conformance::$check(&store).await;
+                $crate::store::conformance::$check(&store).await;
             }
         )*
     };

@@ -1,0 +1,85 @@
+//! The wire vocabulary both halves speak: header names, the problem media type and the
+//! problem types the server answers with.
+//!
+//! The server layer writes these; the client layer reads them. Neither half imports the
+//! other: both import this module.
+
+use http::HeaderName;
+
+/// The header that carries the key, as the IETF draft names it (`Idempotency-Key`).
+/// Both layers use it unless configured with another name.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// The header a replayed response carries, with the value `true`.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// The media type of every error the layer answers itself (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The prefix of every problem `type` URI this crate answers with.
+pub const PROBLEM_TYPE_PREFIX: &str = "urn:tower-idempotency:problem:";
+
+/// The kinds of problem the server layer answers with, each with its own `type` URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ProblemType {
+    /// The key is malformed, repeated, or required and absent (`400`).
+    InvalidKey,
+    /// The request body is over the layer's limit (`413`).
+    BodyTooLarge,
+    /// The request body failed while it was read (`400`).
+    BodyUnreadable,
+    /// The key was used for a different request (`409` or `422`).
+    Conflict,
+    /// The first request with this key has not finished (`409` + `Retry-After`).
+    InProgress,
+    /// The store could not record the key; nothing ran (`503` + `Retry-After`).
+    StoreUnavailable,
+    /// The request ran, but its response was not kept and cannot be replayed (`409`).
+    ResponseNotStored,
+}
+
+impl ProblemType {
+    /// Every problem type, in declaration order.
+    pub const ALL: [ProblemType; 7] = [
+        Self::InvalidKey,
+        Self::BodyTooLarge,
+        Self::BodyUnreadable,
+        Self::Conflict,
+        Self::InProgress,
+        Self::StoreUnavailable,
+        Self::ResponseNotStored,
+    ];
+
+    /// The last segment of the `type` URI (`in-progress`, `conflict`, …).
+    pub const fn slug(self) -> &'static str {
+        match self {
+            Self::InvalidKey => "invalid-key",
+            Self::BodyTooLarge => "body-too-large",
+            Self::BodyUnreadable => "body-unreadable",
+            Self::Conflict => "conflict",
+            Self::InProgress => "in-progress",
+            Self::StoreUnavailable => "store-unavailable",
+            Self::ResponseNotStored => "response-not-stored",
+        }
+    }
+
+    /// The full `type` URI, [`PROBLEM_TYPE_PREFIX`] followed by the [`slug`](Self::slug).
+    pub fn uri(self) -> String {
+        format!("{PROBLEM_TYPE_PREFIX}{}", self.slug())
+    }
+
+    /// The problem type a `type` URI names, if it is one of ours.
+    ///
+    /// ```
+    /// use tower_idempotency::protocol::ProblemType;
+    ///
+    /// let uri = ProblemType::InProgress.uri();
+    /// assert_eq!(ProblemType::from_uri(&uri), Some(ProblemType::InProgress));
+    /// assert_eq!(ProblemType::from_uri("about:blank"), None);
+    /// ```
+    pub fn from_uri(uri: &str) -> Option<Self> {
+        let slug = uri.strip_prefix(PROBLEM_TYPE_PREFIX)?;
+        Self::ALL.into_iter().find(|kind| kind.slug() == slug)
+    }
+}

@@ -1,0 +1,56 @@
+//! What one layer is configured with, read-only once the layer is built.
+
+use std::{sync::Arc, time::Duration};
+
+use http::{request::Parts, HeaderName, Method, StatusCode};
+
+use super::{conflict_status::ConflictStatus, defaults};
+
+/// Derives the scope of a request (e.g. the tenant an auth layer put in the extensions).
+pub(crate) type ScopeFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
+
+/// Everything the layer's services share, read-only once the layer is built.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) header_name: HeaderName,
+    pub(crate) methods: Vec<Method>,
+    pub(crate) require_key: bool,
+    pub(crate) conflict_status: ConflictStatus,
+    pub(crate) ttl: Duration,
+    pub(crate) lease: Duration,
+    pub(crate) max_request_body: usize,
+    pub(crate) max_response_body: usize,
+    pub(crate) fingerprint_headers: Vec<HeaderName>,
+    pub(crate) namespace: String,
+    pub(crate) scope: Option<ScopeFn>,
+    pub(crate) wait_for_in_flight: Option<Duration>,
+    pub(crate) fail_open: bool,
+    pub(crate) transient_statuses: Vec<StatusCode>,
+    pub(crate) unstored_headers: Vec<HeaderName>,
+    pub(crate) run_to_completion: bool,
+    pub(crate) store_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            header_name: defaults::HEADER_NAME,
+            methods: defaults::METHODS.to_vec(),
+            require_key: defaults::REQUIRE_KEY,
+            conflict_status: defaults::CONFLICT_STATUS,
+            ttl: defaults::TTL,
+            lease: defaults::LEASE,
+            max_request_body: defaults::MAX_REQUEST_BODY,
+            max_response_body: defaults::MAX_RESPONSE_BODY,
+            fingerprint_headers: defaults::FINGERPRINT_HEADERS.to_vec(),
+            namespace: defaults::NAMESPACE.to_owned(),
+            scope: None,
+            wait_for_in_flight: None,
+            fail_open: defaults::FAIL_OPEN,
+            transient_statuses: defaults::TRANSIENT_STATUSES.to_vec(),
+            unstored_headers: defaults::UNSTORED_HEADERS.to_vec(),
+            run_to_completion: defaults::RUN_TO_COMPLETION,
+            store_timeout: defaults::STORE_TIMEOUT,
+        }
+    }
+}

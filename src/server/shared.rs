@@ -1,0 +1,69 @@
+//! [`Shared`]: what every service of one layer shares (store, configuration, counters),
+//! and the steps every stage of the flow takes with it: bounding a store call, and marking
+//! a response with its outcome.
+
+use std::{future::Future, sync::Arc};
+
+use http::Response;
+use http_body::Body;
+use tracing::Span;
+
+use super::{
+    body::ResponseBody,
+    config::Config,
+    outcome::{Metrics, Outcome},
+    problem::Problem,
+};
+use crate::store::{StoreError, StoreErrorKind};
+
+/// What every service of one layer shares.
+pub(crate) struct Shared<St> {
+    pub(crate) store: Arc<St>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) metrics: Metrics,
+}
+
+impl<St> Shared<St> {
+    /// Counts `outcome` and records it on the request's span.
+    pub(crate) fn record(&self, span: &Span, outcome: Outcome) {
+        span.record("outcome", outcome.as_str());
+        self.metrics.add(outcome);
+    }
+
+    /// Marks `response` with `outcome`: extensions, span, counters.
+    pub(crate) fn finish<B>(
+        &self,
+        span: &Span,
+        outcome: Outcome,
+        mut response: Response<B>,
+    ) -> Response<B> {
+        self.record(span, outcome);
+        response.extensions_mut().insert(outcome);
+        response
+    }
+
+    /// Answers `problem` instead of calling the inner service.
+    pub(crate) fn refuse<B: Body>(
+        &self,
+        span: &Span,
+        problem: Problem,
+    ) -> Response<ResponseBody<B>> {
+        tracing::debug!(parent: span, ?problem, "refused");
+        let outcome = problem.outcome();
+        self.finish(
+            span,
+            outcome,
+            problem.into_response().map(ResponseBody::full),
+        )
+    }
+
+    /// Bounds a store call by the configured timeout.
+    pub(crate) async fn timed<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.config.store_timeout, call)
+            .await
+            .unwrap_or_else(|_| Err(StoreError::from_kind(StoreErrorKind::Timeout)))
+    }
+}
