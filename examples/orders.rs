@@ -26,7 +26,9 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tower_idempotency::{IdempotencyLayer, IdempotencyStore, MemoryStore, Metrics, Outcome};
+use tower_idempotency::{
+    IdempotencyLayer, IdempotencyStore, InFlight, MemoryStore, Metrics, Outcome,
+};
 
 #[derive(Clone, Serialize)]
 struct Order {
@@ -159,15 +161,18 @@ async fn log_outcome(response: Response) -> Response {
 }
 
 /// The app over any store: creating an order requires a key, changing one accepts one.
-fn app<St: IdempotencyStore>(store: St, options: &Options) -> Router {
+/// Also returns the layer's claims in flight, for the graceful shutdown to wait for.
+fn app<St: IdempotencyStore>(store: St, options: &Options) -> Result<(Router, InFlight), String> {
     let layer = IdempotencyLayer::new(store)
         .lease(options.lease)
-        .ttl(options.ttl);
+        .and_then(|layer| layer.ttl(options.ttl))
+        .map_err(|e| e.to_string())?;
+    let in_flight = layer.in_flight();
     let state = AppState {
         orders: Orders::default(),
         metrics: layer.metrics(),
     };
-    Router::new()
+    let router = Router::new()
         .route(
             "/orders",
             post(create_order)
@@ -177,7 +182,8 @@ fn app<St: IdempotencyStore>(store: St, options: &Options) -> Router {
         .route("/orders/{id}", patch(change_quantity).layer(layer))
         .route("/metrics", get(metrics))
         .layer(axum::middleware::map_response(log_outcome))
-        .with_state(state)
+        .with_state(state);
+    Ok((router, in_flight))
 }
 
 struct Options {
@@ -220,10 +226,10 @@ fn parse_args() -> Result<Options, String> {
     Ok(options)
 }
 
-async fn router(options: &Options) -> Result<Router, String> {
+async fn router(options: &Options) -> Result<(Router, InFlight), String> {
     let url = options.store.as_str();
     if url == "memory" {
-        return Ok(app(MemoryStore::new(), options));
+        return app(MemoryStore::new(), options);
     }
     if url.starts_with("redis://") || url.starts_with("rediss://") {
         #[cfg(feature = "redis")]
@@ -231,7 +237,7 @@ async fn router(options: &Options) -> Result<Router, String> {
             let store = tower_idempotency::store::RedisStore::connect(url)
                 .await
                 .map_err(|e| e.to_string())?;
-            return Ok(app(store, options));
+            return app(store, options);
         }
         #[cfg(not(feature = "redis"))]
         return Err("this build has no Redis store: run with --features redis".to_owned());
@@ -242,7 +248,7 @@ async fn router(options: &Options) -> Result<Router, String> {
             let store = tower_idempotency::store::PostgresStore::connect(url)
                 .await
                 .map_err(|e| e.to_string())?;
-            return Ok(app(store, options));
+            return app(store, options);
         }
         #[cfg(not(feature = "postgres"))]
         return Err("this build has no PostgreSQL store: run with --features postgres".to_owned());
@@ -264,7 +270,7 @@ async fn main() {
         eprintln!("{msg}");
         std::process::exit(2);
     });
-    let app = router(&options).await.unwrap_or_else(|msg| {
+    let (app, in_flight) = router(&options).await.unwrap_or_else(|msg| {
         eprintln!("orders: {msg}");
         std::process::exit(1);
     });
@@ -280,5 +286,31 @@ async fn main() {
         listener.local_addr().unwrap(),
         options.store
     );
-    axum::serve(listener, app).await.unwrap();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .unwrap();
+    // Connections are closed; handlers that outlived their client may still be writing.
+    if in_flight.wait(SHUTDOWN_GRACE).await {
+        println!("orders stopped");
+    } else {
+        eprintln!(
+            "orders: {} requests still in flight after {SHUTDOWN_GRACE:?}; their keys free when their leases end",
+            in_flight.count()
+        );
+    }
+}
+
+/// How long a shutdown waits for the layer's claims to settle.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    println!("orders shutting down");
 }

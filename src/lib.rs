@@ -17,8 +17,8 @@ pub use crate::{
     maybe_buffered::MaybeBuffered,
     protocol::IDEMPOTENT_REPLAYED,
     server::{
-        defaults, ConflictStatus, Idempotency, IdempotencyLayer, Metrics, Outcome, RequestBody,
-        ResponseBody, ResponseFuture,
+        defaults, limits, ConfigError, ConflictStatus, HandlerFailure, Idempotency,
+        IdempotencyLayer, InFlight, Metrics, Outcome, RequestBody, ResponseBody, ResponseFuture,
     },
     store::{IdempotencyStore, MemoryStore},
 };

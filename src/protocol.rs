@@ -37,11 +37,14 @@ pub enum ProblemType {
     StoreUnavailable,
     /// The request ran, but its response was not kept and cannot be replayed (`409`).
     ResponseNotStored,
+    /// The request started, then the server failed (an error or a crash of its handler):
+    /// whether it took effect is unknown, and it will not run again with this key (`500`).
+    OutcomeUnknown,
 }
 
 impl ProblemType {
     /// Every problem type, in declaration order.
-    pub const ALL: [ProblemType; 7] = [
+    pub const ALL: [ProblemType; 8] = [
         Self::InvalidKey,
         Self::BodyTooLarge,
         Self::BodyUnreadable,
@@ -49,6 +52,7 @@ impl ProblemType {
         Self::InProgress,
         Self::StoreUnavailable,
         Self::ResponseNotStored,
+        Self::OutcomeUnknown,
     ];
 
     /// The last segment of the `type` URI (`in-progress`, `conflict`, …).
@@ -61,6 +65,7 @@ impl ProblemType {
             Self::InProgress => "in-progress",
             Self::StoreUnavailable => "store-unavailable",
             Self::ResponseNotStored => "response-not-stored",
+            Self::OutcomeUnknown => "outcome-unknown",
         }
     }
 

@@ -1,18 +1,28 @@
 //! [`Claim`]: the guard of a claimed key, from the claim to its settlement. It renews the
-//! lease while the work runs, and settles the record once: completed with a response, or
-//! released so that a retry runs afresh. Dropped unsettled, it releases the key.
+//! lease while the work runs, and settles the record once: completed with a response
+//! (retried in the background if the store blips), or released so that a retry runs
+//! afresh. Dropped unsettled, it releases the key.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
-use http::Response;
+use http::{response::Parts, Response};
 use tracing::Span;
 
-use super::{outcome::Outcome, shared::Shared};
-use crate::store::{IdempotencyStore, LockToken, RecordKey, StoreErrorKind, StoredResponse};
+use super::{
+    choices::HandlerFailure, outcome::Outcome, problem::Problem, record::to_record, shared::Shared,
+};
+use crate::store::{
+    IdempotencyStore, LockToken, RecordKey, StoreError, StoreErrorKind, StoredResponse,
+};
 
-/// The claim this request holds. Settled by `complete` or `release`; dropped unsettled
-/// (a panic in the inner service, or a cancelled request without `run_to_completion`),
-/// it releases the key in the background so that a retry can run.
+/// The first pause between two tries of a store write that failed; it doubles up to
+/// [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(20);
+const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+/// The claim this request holds. Settled by `complete`, `fail` or `release`; dropped
+/// unsettled (a cancelled request without `run_to_completion`), it releases the key in
+/// the background so that a retry can run.
 pub(crate) struct Claim<St: IdempotencyStore> {
     shared: Arc<Shared<St>>,
     key: RecordKey,
@@ -28,6 +38,7 @@ impl<St: IdempotencyStore> Claim<St> {
         token: LockToken,
         span: Span,
     ) -> Self {
+        shared.in_flight.enter();
         Self {
             shared,
             key,
@@ -42,26 +53,49 @@ impl<St: IdempotencyStore> Claim<St> {
         &self.shared
     }
 
-    /// The request's span.
-    pub(crate) fn span(&self) -> &Span {
-        &self.span
-    }
-
-    /// Records `record` as the key's response.
+    /// Records `record` as the key's response. A store error other than a lost claim is
+    /// retried on a task of its own, the lease renewed meanwhile, for up to the
+    /// configured completion retry period: the caller goes on at once.
     pub(crate) async fn complete(&mut self, record: StoredResponse) {
         let shared = &self.shared;
-        let stored = shared
-            .timed(
-                shared
-                    .store
-                    .complete(&self.key, &self.token, record, shared.config.ttl),
-            )
+        let ttl = shared.config.ttl;
+        let first = shared
+            .timed(shared.store.complete(&self.key, &self.token, &record, ttl))
             .await;
-        self.settled = true;
-        if let Err(err) = stored {
-            tracing::error!(parent: &self.span, error = %err, "could not record the response; the client still gets it");
-            shared.metrics.add_record_failure();
+        match first {
+            Ok(()) => self.settled = true,
+            Err(err) if err.kind() == StoreErrorKind::Fenced => {
+                self.settled = true;
+                self.lost(&err);
+            }
+            Err(err) => {
+                tracing::warn!(parent: &self.span, error = %err, "could not record the response; retrying while the claim is held");
+                shared.metrics.add_completion_retry();
+                let handoff = self.hand_off();
+                tokio::spawn(handoff.keep_completing(record));
+            }
         }
+    }
+
+    /// Settles a claim whose inner service failed (an error or a panic) after it started:
+    /// recorded as a `500` saying the outcome is unknown, or released, as configured.
+    pub(crate) async fn fail(&mut self) -> Outcome {
+        match self.shared.config.handler_failure {
+            HandlerFailure::Release => {
+                self.release().await;
+                Outcome::Released
+            }
+            HandlerFailure::Record => {
+                let (parts, body) = Problem::OutcomeUnknown.into_response().into_parts();
+                self.complete(self.record(&parts, Some(body))).await;
+                Outcome::HandlerFailed
+            }
+        }
+    }
+
+    /// The record of a response with these `parts` and `body` (`None`: not kept).
+    pub(crate) fn record(&self, parts: &Parts, body: Option<bytes::Bytes>) -> StoredResponse {
+        to_record(parts, body, &self.shared.config.unstored_headers)
     }
 
     /// Frees the key, so that a retry runs afresh.
@@ -75,6 +109,12 @@ impl<St: IdempotencyStore> Claim<St> {
             tracing::warn!(parent: &self.span, error = %err, "could not release the key; it frees when its lease expires");
             shared.metrics.add_record_failure();
         }
+    }
+
+    /// Counts `outcome` and records it on the request's span, for an answer the layer does
+    /// not give (an error or a panic of the inner service goes on up).
+    pub(crate) fn note(&self, outcome: Outcome) {
+        self.shared.record(&self.span, outcome);
     }
 
     /// Marks `response` with `outcome` (extensions, span, counters).
@@ -110,21 +150,90 @@ impl<St: IdempotencyStore> Claim<St> {
             never = renew => never,
         }
     }
+
+    /// A claim that takes over this one's duty; this one is left settled.
+    fn hand_off(&mut self) -> Self {
+        self.settled = true;
+        Self::new(
+            Arc::clone(&self.shared),
+            self.key.clone(),
+            self.token,
+            self.span.clone(),
+        )
+    }
+
+    /// Retries the completion until it is stored, the claim is lost, or the retry period
+    /// ends; the lease is renewed meanwhile, so no one else runs the request.
+    async fn keep_completing(mut self, record: StoredResponse) {
+        let shared = Arc::clone(&self.shared);
+        let until = tokio::time::Instant::now() + shared.config.completion_retry;
+        let ttl = shared.config.ttl;
+        let last = self
+            .renewing(retry_until(until, || {
+                shared.timed(shared.store.complete(&self.key, &self.token, &record, ttl))
+            }))
+            .await;
+        self.settled = true;
+        match last {
+            Ok(()) => tracing::info!(parent: &self.span, "recorded the response after retrying"),
+            Err(err) => self.lost(&err),
+        }
+    }
+
+    /// Logs and counts a response that could not be stored.
+    fn lost(&self, err: &StoreError) {
+        tracing::error!(parent: &self.span, error = %err, "could not record the response; the key frees when its lease ends, and a retry then runs again");
+        self.shared.metrics.add_record_failure();
+    }
+}
+
+/// Tries `write` until it succeeds, fails with [`StoreErrorKind::Fenced`], or `until`
+/// passes, pausing between tries; returns the last result.
+pub(crate) async fn retry_until<F, Fut>(
+    until: tokio::time::Instant,
+    mut write: F,
+) -> Result<(), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), StoreError>>,
+{
+    let mut pause = FIRST_PAUSE;
+    loop {
+        let result = write().await;
+        match &result {
+            Ok(()) => return result,
+            Err(err) if err.kind() == StoreErrorKind::Fenced => return result,
+            Err(_) if tokio::time::Instant::now() + pause > until => return result,
+            Err(_) => {}
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
+}
+
+/// Releases a claim in the background, retrying within one lease (after which it frees
+/// by itself): for a claim dropped unsettled, or one whose reply was lost.
+pub(crate) fn release_in_background<St: IdempotencyStore>(
+    shared: Arc<Shared<St>>,
+    key: RecordKey,
+    token: LockToken,
+) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let until = tokio::time::Instant::now() + shared.config.lease;
+        let _ = retry_until(until, || shared.timed(shared.store.release(&key, &token))).await;
+    });
 }
 
 impl<St: IdempotencyStore> Drop for Claim<St> {
     fn drop(&mut self) {
+        self.shared.in_flight.leave();
         if self.settled {
             return;
         }
         self.shared.record(&self.span, Outcome::Released);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let shared = Arc::clone(&self.shared);
-        let (key, token) = (self.key.clone(), self.token);
-        runtime.spawn(async move {
-            let _ = shared.timed(shared.store.release(&key, &token)).await;
-        });
+        release_in_background(Arc::clone(&self.shared), self.key.clone(), self.token);
     }
 }

@@ -4,7 +4,10 @@ use std::{sync::Arc, time::Duration};
 
 use http::{request::Parts, HeaderName, Method, StatusCode};
 
-use super::{conflict_status::ConflictStatus, defaults};
+use super::{
+    choices::{ConflictStatus, HandlerFailure},
+    defaults,
+};
 
 /// Derives the scope of a request (e.g. the tenant an auth layer put in the extensions).
 pub(crate) type ScopeFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
@@ -29,6 +32,8 @@ pub(crate) struct Config {
     pub(crate) unstored_headers: Vec<HeaderName>,
     pub(crate) run_to_completion: bool,
     pub(crate) store_timeout: Duration,
+    pub(crate) handler_failure: HandlerFailure,
+    pub(crate) completion_retry: Duration,
 }
 
 impl Default for Config {
@@ -51,6 +56,8 @@ impl Default for Config {
             unstored_headers: defaults::UNSTORED_HEADERS.to_vec(),
             run_to_completion: defaults::RUN_TO_COMPLETION,
             store_timeout: defaults::STORE_TIMEOUT,
+            handler_failure: defaults::HANDLER_FAILURE,
+            completion_retry: defaults::COMPLETION_RETRY,
         }
     }
 }

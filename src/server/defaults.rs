@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::{header, HeaderName, Method, StatusCode};
 
-use super::conflict_status::ConflictStatus;
+use super::choices::{ConflictStatus, HandlerFailure};
 use crate::protocol;
 
 /// The header that carries the key: `Idempotency-Key`.
@@ -49,9 +49,9 @@ pub const NAMESPACE: &str = "idem";
 /// Whether the request runs unprotected when the store is down: no, it is answered `503`.
 pub const FAIL_OPEN: bool = false;
 
-/// The statuses that release the claim instead of recording it: 408, 425, 429 and 503.
-pub const TRANSIENT_STATUSES: [StatusCode; 4] = [
-    StatusCode::REQUEST_TIMEOUT,
+/// The statuses that release the claim instead of recording it: 425, 429 and 503. Not
+/// 408: a timeout layer inside this one answers it after cutting a write in half.
+pub const TRANSIENT_STATUSES: [StatusCode; 3] = [
     StatusCode::TOO_EARLY,
     StatusCode::TOO_MANY_REQUESTS,
     StatusCode::SERVICE_UNAVAILABLE,
@@ -65,6 +65,14 @@ pub const RUN_TO_COMPLETION: bool = true;
 
 /// The bound on every store call: 5 seconds.
 pub const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What becomes of the key when the handler fails after it started: recorded as a `500`
+/// that says the outcome is unknown.
+pub const HANDLER_FAILURE: HandlerFailure = HandlerFailure::Record;
+
+/// How long a completion that failed is retried, the claim held and its lease renewed
+/// meanwhile: 60 seconds.
+pub const COMPLETION_RETRY: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
@@ -120,6 +128,11 @@ mod tests {
             ("UNSTORED_HEADERS", list(&UNSTORED_HEADERS, name)),
             ("RUN_TO_COMPLETION", yes_no(RUN_TO_COMPLETION).to_owned()),
             ("STORE_TIMEOUT", duration(STORE_TIMEOUT)),
+            ("COMPLETION_RETRY", duration(COMPLETION_RETRY)),
+            (
+                "HANDLER_FAILURE",
+                format!("{HANDLER_FAILURE:?} (500 `outcome-unknown`)"),
+            ),
         ];
         for (constant, value) in rows {
             let cell = format!("| `{constant}` | {value} |");

@@ -1,8 +1,9 @@
 //! Running the inner service under a claim, then deciding what becomes of the key: its
-//! response recorded, or the key released.
+//! response recorded, the failure recorded, or the key released.
 
-use std::sync::Arc;
+use std::{panic::AssertUnwindSafe, sync::Arc};
 
+use futures_util::FutureExt;
 use http::{Request, Response};
 use tracing::{Instrument, Span};
 
@@ -13,7 +14,6 @@ use super::{
     claim::Claim,
     detach::Detaching,
     outcome::Outcome,
-    record::to_record,
     shared::Shared,
 };
 use crate::store::{IdempotencyStore, LockToken, RecordKey};
@@ -46,9 +46,23 @@ where
 
 /// What the inner service gave, up to the point the layer decides.
 enum Ran<B: http_body::Body> {
-    /// A transient status: released and passed on as it streams.
-    Transient(Response<B>),
+    /// Nothing to record: released and passed on as it streams, with this outcome.
+    Release(Outcome, Response<B>),
     Read(http::response::Parts, ReadResponse<B>),
+}
+
+/// Whether the inner service's response says "not done, release": a transient status, or
+/// the refusal of a nested idempotency layer on another store (an in-progress `409` there
+/// must not be recorded here and replayed after the request finished).
+fn released<B>(config: &super::config::Config, response: &Response<B>) -> Option<Outcome> {
+    match response.extensions().get::<Outcome>() {
+        Some(Outcome::Fresh | Outcome::HandlerFailed) | None => {}
+        Some(&nested) => return Some(nested),
+    }
+    config
+        .transient_statuses
+        .contains(&response.status())
+        .then_some(Outcome::Released)
 }
 
 async fn run_and_record<S, St, ReqBody, ResBody>(
@@ -62,56 +76,55 @@ where
     ResBody: OutBody,
 {
     let config = Arc::clone(&claim.shared().config);
-    let ran = claim
-        .renewing(async {
-            let response = inner.call(req).await?;
-            if config.transient_statuses.contains(&response.status()) {
-                return Ok(Ran::Transient(response));
-            }
-            let (parts, body) = response.into_parts();
-            let read = read_response(body, config.max_response_body).await;
-            Ok(Ran::Read(parts, read))
-        })
-        .await;
+    let run = async {
+        let response = inner.call(req).await?;
+        if let Some(outcome) = released(&config, &response) {
+            return Ok(Ran::Release(outcome, response));
+        }
+        let (parts, body) = response.into_parts();
+        let read = read_response(body, config.max_response_body).await;
+        Ok(Ran::Read(parts, read))
+    };
+    // A panic is caught to settle the claim (the write may have happened), then resumed.
+    let ran = claim.renewing(AssertUnwindSafe(run).catch_unwind()).await;
     let (parts, read) = match ran {
-        Err(err) => {
-            claim.release().await;
-            claim.shared().record(claim.span(), Outcome::Released);
+        Err(panic) => {
+            let outcome = claim.fail().await;
+            claim.note(outcome);
+            std::panic::resume_unwind(panic);
+        }
+        Ok(Err(err)) => {
+            let outcome = claim.fail().await;
+            claim.note(outcome);
             return Err(err);
         }
-        Ok(Ran::Transient(response)) => {
+        Ok(Ok(Ran::Release(outcome, response))) => {
             claim.release().await;
-            return Ok(claim.finish(Outcome::Released, response.map(ResponseBody::streaming)));
+            return Ok(claim.finish(outcome, response.map(ResponseBody::streaming)));
         }
-        Ok(Ran::Read(parts, read)) => (parts, read),
+        Ok(Ok(Ran::Read(parts, read))) => (parts, read),
     };
-    let (outcome, body) = match read {
+    let body = match read {
         ReadResponse::Complete { body, trailers } => {
-            let record = to_record(&parts, Some(body.clone()), &config.unstored_headers);
-            claim.complete(record).await;
-            let body = match trailers {
+            claim
+                .complete(claim.record(&parts, Some(body.clone())))
+                .await;
+            match trailers {
                 None => ResponseBody::full(body),
                 trailers => ResponseBody::held(body, None, None, trailers),
-            };
-            (Outcome::Fresh, body)
+            }
         }
         ReadResponse::Overflow { head, rest } => {
             // Delivered once, as it streams; a retry learns it ran, and does not run again.
-            claim
-                .complete(to_record(&parts, None, &config.unstored_headers))
-                .await;
-            (
-                Outcome::Fresh,
-                ResponseBody::held(head, Some(rest), None, None),
-            )
+            claim.complete(claim.record(&parts, None)).await;
+            ResponseBody::held(head, Some(rest), None, None)
         }
         ReadResponse::Failed { head, error } => {
-            claim.release().await;
-            (
-                Outcome::Released,
-                ResponseBody::held(head, None, Some(error), None),
-            )
+            // The handler answered with a status, so it ran: recorded without the body,
+            // never released. The client gets what was read, then the error.
+            claim.complete(claim.record(&parts, None)).await;
+            ResponseBody::held(head, None, Some(error), None)
         }
     };
-    Ok(claim.finish(outcome, Response::from_parts(parts, body)))
+    Ok(claim.finish(Outcome::Fresh, Response::from_parts(parts, body)))
 }

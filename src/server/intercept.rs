@@ -10,6 +10,7 @@ use super::{
     body::{RequestBody, ResponseBody},
     bounds::{InBody, Inner, OutBody},
     buffer::buffer_request,
+    claim::release_in_background,
     execute::execute,
     fingerprint,
     key::{self, KeyError},
@@ -18,7 +19,15 @@ use super::{
     record::replay,
     shared::Shared,
 };
-use crate::store::{Begin, Fingerprint, IdempotencyStore, RecordKey, StoreError};
+use crate::store::{Begin, Fingerprint, IdempotencyStore, LockToken, RecordKey, StoreError};
+
+/// Who claims the key: the token this layer minted, or the one an outer layer claimed
+/// with (`nested`), so a layer on the same store recognises the outer claim as its own.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Claimant {
+    pub(crate) token: LockToken,
+    pub(crate) nested: bool,
+}
 
 /// Takes an intercepted request from its key to its answer: a refusal, a replay, or the
 /// inner service run under a claim.
@@ -26,6 +35,7 @@ pub(crate) async fn intercept<S, St, ReqBody, ResBody>(
     mut inner: S,
     shared: Arc<Shared<St>>,
     req: Request<ReqBody>,
+    claimant: Claimant,
     span: Span,
 ) -> Result<Response<ResponseBody<ResBody>>, S::Error>
 where
@@ -60,8 +70,16 @@ where
         .unwrap_or_default();
     let record_key = RecordKey::new(&config.namespace, &scope, &key);
 
-    match claim(&shared, &record_key, &fingerprint).await {
-        Ok(Begin::Claimed(token)) => {
+    let token = claimant.token;
+    match claim(&shared, &record_key, &fingerprint, &token).await {
+        // An outer layer on this store holds the claim for this very request: it records.
+        Ok(Begin::OwnClaim) if claimant.nested => {
+            let req = Request::from_parts(parts, RequestBody::buffered(body));
+            let response = inner.call(req).await?;
+            Ok(response.map(ResponseBody::streaming))
+        }
+        // Our own claim (a repeated begin whose first reply was lost counts too).
+        Ok(Begin::Claimed | Begin::OwnClaim) => {
             let req = Request::from_parts(parts, RequestBody::buffered(body));
             execute(inner, shared, req, record_key, token, span).await
         }
@@ -83,6 +101,7 @@ where
         )),
         Err(err) if config.fail_open => {
             tracing::warn!(parent: &span, error = %err, "idempotency store failed; running the request unprotected (fail open)");
+            abandon(&shared, record_key, claimant);
             let req = Request::from_parts(parts, RequestBody::buffered(body));
             let response = inner.call(req).await?;
             Ok(shared.finish(
@@ -93,8 +112,19 @@ where
         }
         Err(err) => {
             tracing::error!(parent: &span, error = %err, "idempotency store failed; answering 503");
+            abandon(&shared, record_key, claimant);
             Ok(shared.refuse(&span, Problem::StoreUnavailable))
         }
+    }
+}
+
+/// A claim that failed may still have landed (the store ran it, its reply was lost):
+/// release it in the background, so that the client's retry runs rather than finds its
+/// own dead claim in flight for a whole lease. Not when nested: the token is the outer
+/// layer's, and releasing could free the outer claim.
+fn abandon<St: IdempotencyStore>(shared: &Arc<Shared<St>>, key: RecordKey, claimant: Claimant) {
+    if !claimant.nested {
+        release_in_background(Arc::clone(shared), key, claimant.token);
     }
 }
 
@@ -104,6 +134,7 @@ async fn claim<St: IdempotencyStore>(
     shared: &Shared<St>,
     key: &RecordKey,
     fingerprint: &Fingerprint,
+    token: &LockToken,
 ) -> Result<Begin, StoreError> {
     let config = &*shared.config;
     let deadline = config
@@ -112,7 +143,7 @@ async fn claim<St: IdempotencyStore>(
     let mut pause = Duration::from_millis(5);
     loop {
         let begun = shared
-            .timed(shared.store.begin(key, fingerprint, config.lease))
+            .timed(shared.store.begin(key, fingerprint, token, config.lease))
             .await?;
         match (begun, deadline) {
             (Begin::InProgress, Some(deadline))

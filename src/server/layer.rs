@@ -6,7 +6,12 @@ use http::{request::Parts, HeaderName, Method, StatusCode};
 use tower_layer::Layer;
 
 use super::{
-    config::Config, conflict_status::ConflictStatus, outcome::Metrics, service::Idempotency,
+    choices::{ConflictStatus, HandlerFailure},
+    config::Config,
+    in_flight::InFlight,
+    limits::{self, ConfigError},
+    outcome::Metrics,
+    service::Idempotency,
     shared::Shared,
 };
 use crate::store::IdempotencyStore;
@@ -30,16 +35,18 @@ use crate::store::IdempotencyStore;
 ///
 /// let layer = IdempotencyLayer::new(MemoryStore::new())
 ///     .require_key(true)
-///     .ttl(Duration::from_secs(6 * 60 * 60))
+///     .ttl(Duration::from_secs(6 * 60 * 60))?
 ///     .scope(|parts| parts.headers.get("x-tenant")?.to_str().ok().map(str::to_owned));
 /// let app: Router = Router::new()
 ///     .route("/payments", post(|| async { "paid" }))
 ///     .layer(layer);
+/// # Ok::<(), tower_idempotency::ConfigError>(())
 /// ```
 pub struct IdempotencyLayer<St> {
     store: Arc<St>,
     config: Arc<Config>,
     metrics: Metrics,
+    in_flight: InFlight,
 }
 
 impl<St: IdempotencyStore> IdempotencyLayer<St> {
@@ -50,6 +57,7 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
             store: Arc::new(store),
             config: Arc::new(Config::default()),
             metrics: Metrics::default(),
+            in_flight: InFlight::default(),
         }
     }
 }
@@ -63,6 +71,12 @@ impl<St> IdempotencyLayer<St> {
     /// The counters of this layer's outcomes, shared with every service it builds.
     pub fn metrics(&self) -> Metrics {
         self.metrics.clone()
+    }
+
+    /// The claims this layer holds right now, for a graceful shutdown to wait for (see
+    /// [`InFlight`]).
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.clone()
     }
 
     /// The store this layer records into.
@@ -101,17 +115,25 @@ impl<St> IdempotencyLayer<St> {
 
     /// How long a completed response is kept for replay (default
     /// [`TTL`](crate::defaults::TTL)).
-    #[must_use]
-    pub fn ttl(self, ttl: Duration) -> Self {
-        self.with(|c| c.ttl = ttl)
+    ///
+    /// # Errors
+    ///
+    /// Outside [`MIN_TTL`](limits::MIN_TTL)..=[`MAX_TTL`](limits::MAX_TTL).
+    pub fn ttl(self, ttl: Duration) -> Result<Self, ConfigError> {
+        let ttl = limits::check("ttl", ttl, limits::MIN_TTL, limits::MAX_TTL)?;
+        Ok(self.with(|c| c.ttl = ttl))
     }
 
-    /// How long a claim lives without renewal (default [`LEASE`](crate::defaults::LEASE)). The layer renews it every
-    /// third of a lease while the inner service runs, so only a dead process's claim
-    /// expires; after that a retry runs afresh.
-    #[must_use]
-    pub fn lease(self, lease: Duration) -> Self {
-        self.with(|c| c.lease = lease)
+    /// How long a claim lives without renewal (default [`LEASE`](crate::defaults::LEASE)).
+    /// The layer renews it every third of a lease while the inner service runs, so only a
+    /// dead process's claim expires; after that a retry runs afresh.
+    ///
+    /// # Errors
+    ///
+    /// Outside [`MIN_LEASE`](limits::MIN_LEASE)..=[`MAX_LEASE`](limits::MAX_LEASE).
+    pub fn lease(self, lease: Duration) -> Result<Self, ConfigError> {
+        let lease = limits::check("lease", lease, limits::MIN_LEASE, limits::MAX_LEASE)?;
+        Ok(self.with(|c| c.lease = lease))
     }
 
     /// The largest request body buffered for fingerprinting (default
@@ -161,9 +183,19 @@ impl<St> IdempotencyLayer<St> {
 
     /// Instead of answering `409` to a retry that arrives while the first request runs,
     /// wait up to `max_wait` for it to finish and replay its response (default: off).
-    #[must_use]
-    pub fn wait_for_in_flight(self, max_wait: Duration) -> Self {
-        self.with(|c| c.wait_for_in_flight = Some(max_wait))
+    ///
+    /// # Errors
+    ///
+    /// Outside [`MIN_WAIT_FOR_IN_FLIGHT`](limits::MIN_WAIT_FOR_IN_FLIGHT)..=
+    /// [`MAX_WAIT_FOR_IN_FLIGHT`](limits::MAX_WAIT_FOR_IN_FLIGHT).
+    pub fn wait_for_in_flight(self, max_wait: Duration) -> Result<Self, ConfigError> {
+        let wait = limits::check(
+            "wait_for_in_flight",
+            max_wait,
+            limits::MIN_WAIT_FOR_IN_FLIGHT,
+            limits::MAX_WAIT_FOR_IN_FLIGHT,
+        )?;
+        Ok(self.with(|c| c.wait_for_in_flight = Some(wait)))
     }
 
     /// ⚠️ When the store cannot be reached at claim time, run the request **unprotected**
@@ -177,8 +209,10 @@ impl<St> IdempotencyLayer<St> {
     }
 
     /// The statuses that mean "not done, retry later": the claim is released and a retry
-    /// runs afresh (default [`TRANSIENT_STATUSES`](crate::defaults::TRANSIENT_STATUSES)). Every other status, `500` included, is
-    /// recorded and replayed, since the write may have happened.
+    /// runs afresh (default [`TRANSIENT_STATUSES`](crate::defaults::TRANSIENT_STATUSES)).
+    /// Every other status, `500` included, is recorded and replayed, since the write may
+    /// have happened. Leave `408` out: a timeout layer *inside* this one answers it after
+    /// cutting a write in half (put timeouts outside, where this layer finishes the write).
     #[must_use]
     pub fn transient_statuses(self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
         self.with(|c| c.transient_statuses = statuses.into_iter().collect())
@@ -205,9 +239,47 @@ impl<St> IdempotencyLayer<St> {
     /// The bound on every store call (default
     /// [`STORE_TIMEOUT`](crate::defaults::STORE_TIMEOUT)). A claim that times out is a store
     /// failure (`503`, or unprotected in fail-open mode).
+    ///
+    /// # Errors
+    ///
+    /// Outside [`MIN_STORE_TIMEOUT`](limits::MIN_STORE_TIMEOUT)..=
+    /// [`MAX_STORE_TIMEOUT`](limits::MAX_STORE_TIMEOUT).
+    pub fn store_timeout(self, timeout: Duration) -> Result<Self, ConfigError> {
+        let timeout = limits::check(
+            "store_timeout",
+            timeout,
+            limits::MIN_STORE_TIMEOUT,
+            limits::MAX_STORE_TIMEOUT,
+        )?;
+        Ok(self.with(|c| c.store_timeout = timeout))
+    }
+
+    /// What becomes of the key when the inner service returns an error or panics after it
+    /// started (default [`HANDLER_FAILURE`](crate::defaults::HANDLER_FAILURE): recorded as
+    /// a `500` problem saying the outcome is unknown). See [`HandlerFailure`].
     #[must_use]
-    pub fn store_timeout(self, timeout: Duration) -> Self {
-        self.with(|c| c.store_timeout = timeout)
+    pub fn handler_failure(self, failure: HandlerFailure) -> Self {
+        self.with(|c| c.handler_failure = failure)
+    }
+
+    /// How long a completion that failed (a store blip while the response is recorded) is
+    /// retried, in the background, while the claim is held and its lease renewed (default
+    /// [`COMPLETION_RETRY`](crate::defaults::COMPLETION_RETRY)). The client gets its
+    /// response at once; a retry meanwhile gets "in progress", which is true. A store that
+    /// stays down longer leaves the key in flight until its lease ends, and counts a
+    /// [`record failure`](Metrics::record_failures). Zero tries once.
+    ///
+    /// # Errors
+    ///
+    /// Over [`MAX_COMPLETION_RETRY`](limits::MAX_COMPLETION_RETRY).
+    pub fn completion_retry(self, period: Duration) -> Result<Self, ConfigError> {
+        let period = limits::check(
+            "completion_retry",
+            period,
+            Duration::ZERO,
+            limits::MAX_COMPLETION_RETRY,
+        )?;
+        Ok(self.with(|c| c.completion_retry = period))
     }
 }
 
@@ -217,6 +289,7 @@ impl<St> Clone for IdempotencyLayer<St> {
             store: Arc::clone(&self.store),
             config: Arc::clone(&self.config),
             metrics: self.metrics.clone(),
+            in_flight: self.in_flight.clone(),
         }
     }
 }
@@ -246,6 +319,7 @@ impl<S, St> Layer<S> for IdempotencyLayer<St> {
                 store: Arc::clone(&self.store),
                 config: Arc::clone(&self.config),
                 metrics: self.metrics.clone(),
+                in_flight: self.in_flight.clone(),
             },
         )
     }

@@ -6,24 +6,26 @@
 //! `layer` (configuration) → `service` (pass through, or intercept) → `intercept` (key,
 //! body, fingerprint, claim; refuse or replay) → `execute` (run the inner service, decide
 //! what becomes of the key) → `claim` (renew, complete, release). The leaves: `shared`
-//! (store, config, counters), `config` and `defaults`, `buffer` (reading bodies), `record`
+//! (store, config, counters), `config`, `defaults`, `limits` and `choices`, `buffer` (reading bodies), `record`
 //! (response ↔ record), `problem`, `outcome`, `body`, `key`, `fingerprint`, `detach`,
 //! `bounds`.
 
 mod body;
 mod bounds;
 mod buffer;
+mod choices;
 mod claim;
 mod config;
-mod conflict_status;
 pub mod defaults;
 mod detach;
 mod execute;
 mod fingerprint;
 mod future;
+mod in_flight;
 mod intercept;
 mod key;
 mod layer;
+pub mod limits;
 mod outcome;
 mod problem;
 mod record;
@@ -32,9 +34,11 @@ mod shared;
 
 pub use self::{
     body::{RequestBody, ResponseBody},
-    conflict_status::ConflictStatus,
+    choices::{ConflictStatus, HandlerFailure},
     future::ResponseFuture,
+    in_flight::InFlight,
     layer::IdempotencyLayer,
+    limits::ConfigError,
     outcome::{Metrics, Outcome},
     service::Idempotency,
 };

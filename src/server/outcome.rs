@@ -41,14 +41,19 @@ pub enum Outcome {
     /// The store failed at claim time: `503` (fail closed), or the request ran
     /// unprotected (fail open).
     StoreError,
-    /// The inner service ran but its answer (transient status, error, panic) released the
-    /// key, so a retry runs afresh.
+    /// The inner service ran but its answer (a transient status, or an error or panic with
+    /// [`HandlerFailure::Release`](crate::HandlerFailure::Release)) released the key, so a
+    /// retry runs afresh.
     Released,
+    /// The inner service failed (an error or a panic) after it started: its outcome is
+    /// unknown, so the key was recorded as a `500` problem that says so, and a retry gets
+    /// that answer rather than a second run.
+    HandlerFailed,
 }
 
 impl Outcome {
     /// All outcomes, in declaration order.
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Self::Fresh,
         Self::Replayed,
         Self::Conflict,
@@ -57,6 +62,7 @@ impl Outcome {
         Self::TooLarge,
         Self::StoreError,
         Self::Released,
+        Self::HandlerFailed,
     ];
 
     /// The outcome's name as it appears in the tracing span (`fresh`, `replayed`, …).
@@ -70,6 +76,7 @@ impl Outcome {
             Self::TooLarge => "too_large",
             Self::StoreError => "store_error",
             Self::Released => "released",
+            Self::HandlerFailed => "handler_failed",
         }
     }
 
@@ -108,6 +115,7 @@ pub struct Metrics {
 struct Counters {
     outcomes: [AtomicU64; Outcome::ALL.len()],
     record_failures: AtomicU64,
+    completion_retries: AtomicU64,
 }
 
 impl Metrics {
@@ -121,11 +129,25 @@ impl Metrics {
         Outcome::ALL.iter().map(|&o| (o, self.count(o))).collect()
     }
 
-    /// How many times the store failed to record a response (or release a key) after the
-    /// inner service had run. The client still got its response; a retry of such a key
-    /// may find it in flight until its lease expires.
+    /// How many responses (or releases) could not be stored after the inner service had
+    /// run: the store kept failing for the whole
+    /// [`completion_retry`](crate::IdempotencyLayer::completion_retry) period, or the claim
+    /// was lost meanwhile. The client still got its response; such a key stays in flight
+    /// until its lease ends, and a retry after that runs again.
     pub fn record_failures(&self) -> u64 {
         self.counters.record_failures.load(Ordering::Relaxed)
+    }
+
+    /// How many completions failed at first and were retried (while the claim was held and
+    /// its lease renewed). Those that were stored in the end are not record failures.
+    pub fn completion_retries(&self) -> u64 {
+        self.counters.completion_retries.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_completion_retry(&self) {
+        self.counters
+            .completion_retries
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn add(&self, outcome: Outcome) {
@@ -146,6 +168,7 @@ impl fmt::Debug for Metrics {
             map.entry(&outcome.as_str(), &count);
         }
         map.entry(&"record_failures", &self.record_failures())
+            .entry(&"completion_retries", &self.completion_retries())
             .finish()
     }
 }

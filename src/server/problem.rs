@@ -16,6 +16,7 @@ pub(crate) enum Problem {
     InProgress,
     StoreUnavailable,
     ResponseNotStored { original: StatusCode },
+    OutcomeUnknown,
 }
 
 impl Problem {
@@ -27,6 +28,7 @@ impl Problem {
             Self::InProgress => Outcome::InProgress,
             Self::StoreUnavailable => Outcome::StoreError,
             Self::ResponseNotStored { .. } => Outcome::Replayed,
+            Self::OutcomeUnknown => Outcome::HandlerFailed,
         }
     }
 
@@ -93,9 +95,20 @@ impl Problem {
                 "Request already processed; response not available",
                 format!(
                     "the request with this key was already processed with status {}, but its \
-                     response was too large to keep and cannot be replayed; it will not run again",
+                     response could not be kept (too large, or its body failed while it was \
+                     sent) and cannot be replayed; it will not run again",
                     original.as_u16()
                 ),
+                None,
+            ),
+            Self::OutcomeUnknown => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ProblemType::OutcomeUnknown,
+                "Outcome of the request unknown",
+                "the server failed while it processed the request with this key, after it had \
+                 started; it may or may not have taken effect, and it will not run again with \
+                 this key. Check whether the operation took effect before you start it again"
+                    .to_owned(),
                 None,
             ),
         };

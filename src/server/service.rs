@@ -15,14 +15,17 @@ use tracing::Instrument;
 use super::{
     body::{RequestBody, ResponseBody},
     future::ResponseFuture,
-    intercept::intercept,
+    intercept::{intercept, Claimant},
     shared::Shared,
 };
-use crate::store::IdempotencyStore;
+use crate::store::{IdempotencyStore, LockToken};
 
-/// Marks a request an idempotency layer has intercepted, so nested layers pass it on.
+/// Marks a request an idempotency layer has intercepted, with the token it claims with:
+/// a nested layer claims with the same token, so that on the same store it recognises the
+/// outer claim as its own (and passes the request on), while on another store it still
+/// protects the route.
 #[derive(Clone, Copy)]
-struct Guarded;
+struct Guarded(LockToken);
 
 /// The middleware service built by [`IdempotencyLayer`](crate::IdempotencyLayer).
 ///
@@ -98,11 +101,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let config = &self.shared.config;
-        // An outer idempotency layer already guards this request (e.g. a router-wide layer
-        // around a route-level one): claiming the key again would find it in flight.
-        let guarded = req.extensions().get::<Guarded>().is_some();
-        let intercepted = !guarded
-            && config.methods.contains(req.method())
+        let intercepted = config.methods.contains(req.method())
             && (config.require_key || req.headers().contains_key(&config.header_name));
         if !intercepted {
             return ResponseFuture::passed_through(
@@ -114,14 +113,29 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let mut req = req;
-        req.extensions_mut().insert(Guarded);
+        // An outer idempotency layer may already guard this request (a router-wide layer
+        // around a route-level one): claim with its token.
+        let claimant = match req.extensions().get::<Guarded>() {
+            Some(&Guarded(token)) => Claimant {
+                token,
+                nested: true,
+            },
+            None => {
+                let token = LockToken::generate();
+                req.extensions_mut().insert(Guarded(token));
+                Claimant {
+                    token,
+                    nested: false,
+                }
+            }
+        };
         let span = tracing::info_span!(
             "idempotency",
             method = %req.method(),
             path = req.uri().path(),
             outcome = tracing::field::Empty,
         );
-        let future = intercept(inner, Arc::clone(&self.shared), req, span.clone());
+        let future = intercept(inner, Arc::clone(&self.shared), req, claimant, span.clone());
         ResponseFuture::intercepted(Box::pin(future.instrument(span)))
     }
 }

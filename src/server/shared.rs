@@ -11,6 +11,7 @@ use tracing::Span;
 use super::{
     body::ResponseBody,
     config::Config,
+    in_flight::InFlight,
     outcome::{Metrics, Outcome},
     problem::Problem,
 };
@@ -21,6 +22,7 @@ pub(crate) struct Shared<St> {
     pub(crate) store: Arc<St>,
     pub(crate) config: Arc<Config>,
     pub(crate) metrics: Metrics,
+    pub(crate) in_flight: InFlight,
 }
 
 impl<St> Shared<St> {

@@ -74,8 +74,9 @@ pub fn sample_response() -> StoredResponse {
 }
 
 async fn claimed<S: IdempotencyStore>(store: &S, key: &RecordKey, lease: Duration) -> LockToken {
-    match store.begin(key, &FP, lease).await.expect("begin") {
-        Begin::Claimed(token) => token,
+    let token = LockToken::generate();
+    match store.begin(key, &FP, &token, lease).await.expect("begin") {
+        Begin::Claimed => token,
         other => panic!("a free key must be claimed, got {other:?}"),
     }
 }
@@ -94,11 +95,17 @@ pub async fn claim_then_in_progress_or_conflict<S: IdempotencyStore>(store: &S) 
     let key = unique_key();
     claimed(store, &key, LEASE).await;
     assert_eq!(
-        store.begin(&key, &FP, LEASE).await.unwrap(),
+        store
+            .begin(&key, &FP, &LockToken::generate(), LEASE)
+            .await
+            .unwrap(),
         Begin::InProgress
     );
     assert_eq!(
-        store.begin(&key, &OTHER_FP, LEASE).await.unwrap(),
+        store
+            .begin(&key, &OTHER_FP, &LockToken::generate(), LEASE)
+            .await
+            .unwrap(),
         Begin::Conflict
     );
     let record = store.get(&key).await.unwrap().expect("record");
@@ -112,15 +119,21 @@ pub async fn complete_then_replay<S: IdempotencyStore>(store: &S) {
     let key = unique_key();
     let token = claimed(store, &key, LEASE).await;
     store
-        .complete(&key, &token, sample_response(), TTL)
+        .complete(&key, &token, &sample_response(), TTL)
         .await
         .unwrap();
     assert_eq!(
-        store.begin(&key, &FP, LEASE).await.unwrap(),
+        store
+            .begin(&key, &FP, &LockToken::generate(), LEASE)
+            .await
+            .unwrap(),
         Begin::Completed(sample_response())
     );
     assert_eq!(
-        store.begin(&key, &OTHER_FP, LEASE).await.unwrap(),
+        store
+            .begin(&key, &OTHER_FP, &LockToken::generate(), LEASE)
+            .await
+            .unwrap(),
         Begin::Conflict
     );
     let record = store.get(&key).await.unwrap().expect("record");
@@ -135,12 +148,12 @@ pub async fn body_less_record_round_trips<S: IdempotencyStore>(store: &S) {
         body: None,
         ..sample_response()
     };
-    store
-        .complete(&key, &token, response.clone(), TTL)
-        .await
-        .unwrap();
+    store.complete(&key, &token, &response, TTL).await.unwrap();
     assert_eq!(
-        store.begin(&key, &FP, LEASE).await.unwrap(),
+        store
+            .begin(&key, &FP, &LockToken::generate(), LEASE)
+            .await
+            .unwrap(),
         Begin::Completed(response)
     );
 }
@@ -152,7 +165,7 @@ pub async fn writes_are_fenced<S: IdempotencyStore>(store: &S) {
     let forged = LockToken::generate();
     assert_fenced(
         "complete with a wrong token",
-        store.complete(&key, &forged, sample_response(), TTL),
+        store.complete(&key, &forged, &sample_response(), TTL),
     )
     .await;
     assert_fenced("release with a wrong token", store.release(&key, &forged)).await;
@@ -162,17 +175,20 @@ pub async fn writes_are_fenced<S: IdempotencyStore>(store: &S) {
     )
     .await;
     assert_eq!(
-        store.begin(&key, &FP, LEASE).await.unwrap(),
+        store
+            .begin(&key, &FP, &LockToken::generate(), LEASE)
+            .await
+            .unwrap(),
         Begin::InProgress
     );
     // After completion, the owner's token is spent too.
     store
-        .complete(&key, &token, sample_response(), TTL)
+        .complete(&key, &token, &sample_response(), TTL)
         .await
         .unwrap();
     assert_fenced(
         "complete twice",
-        store.complete(&key, &token, sample_response(), TTL),
+        store.complete(&key, &token, &sample_response(), TTL),
     )
     .await;
     assert_fenced("release after complete", store.release(&key, &token)).await;
@@ -204,17 +220,20 @@ pub async fn expired_lease_is_taken_over_and_fenced<S: IdempotencyStore>(store: 
     assert_ne!(old, new);
     assert_fenced(
         "old owner's complete",
-        store.complete(&key, &old, sample_response(), TTL),
+        store.complete(&key, &old, &sample_response(), TTL),
     )
     .await;
     assert_fenced("old owner's renew", store.renew(&key, &old, LEASE)).await;
     assert_fenced("old owner's release", store.release(&key, &old)).await;
     store
-        .complete(&key, &new, sample_response(), TTL)
+        .complete(&key, &new, &sample_response(), TTL)
         .await
         .unwrap();
     assert_eq!(
-        store.begin(&key, &FP, LEASE).await.unwrap(),
+        store
+            .begin(&key, &FP, &LockToken::generate(), LEASE)
+            .await
+            .unwrap(),
         Begin::Completed(sample_response())
     );
 }
@@ -229,7 +248,10 @@ pub async fn renew_extends_the_lease<S: IdempotencyStore>(store: &S) {
         store.renew(&key, &token, SHORT).await.unwrap();
     }
     assert_eq!(
-        store.begin(&key, &FP, LEASE).await.unwrap(),
+        store
+            .begin(&key, &FP, &LockToken::generate(), LEASE)
+            .await
+            .unwrap(),
         Begin::InProgress
     );
 }
@@ -239,7 +261,7 @@ pub async fn completed_record_expires<S: IdempotencyStore>(store: &S) {
     let key = unique_key();
     let token = claimed(store, &key, LEASE).await;
     store
-        .complete(&key, &token, sample_response(), SHORT)
+        .complete(&key, &token, &sample_response(), SHORT)
         .await
         .unwrap();
     tokio::time::sleep(PAST_SHORT).await;
@@ -250,17 +272,53 @@ pub async fn completed_record_expires<S: IdempotencyStore>(store: &S) {
 /// Of many concurrent begins on one free key, exactly one claims it.
 pub async fn concurrent_begins_claim_once<S: IdempotencyStore>(store: &S) {
     let key = unique_key();
-    let begins = (0..32).map(|_| store.begin(&key, &FP, LEASE));
+    let tokens: Vec<_> = (0..32).map(|_| LockToken::generate()).collect();
+    let begins = tokens
+        .iter()
+        .map(|token| store.begin(&key, &FP, token, LEASE));
     let results = futures_util::future::join_all(begins).await;
     let claims = results
         .iter()
-        .filter(|r| matches!(r, Ok(Begin::Claimed(_))))
+        .filter(|r| matches!(r, Ok(Begin::Claimed)))
         .count();
     let in_progress = results
         .iter()
         .filter(|r| matches!(r, Ok(Begin::InProgress)))
         .count();
     assert_eq!((claims, in_progress), (1, 31), "{results:?}");
+}
+
+/// A begin with the token that holds the claim is recognised as the holder's own (its
+/// first reply may have been lost), whatever the fingerprint; once the record is settled,
+/// the token is an ordinary one.
+pub async fn a_repeated_begin_with_the_holders_token_is_its_own<S: IdempotencyStore>(store: &S) {
+    let key = unique_key();
+    let token = claimed(store, &key, LEASE).await;
+    assert_eq!(
+        store.begin(&key, &FP, &token, LEASE).await.unwrap(),
+        Begin::OwnClaim
+    );
+    assert_eq!(
+        store.begin(&key, &OTHER_FP, &token, LEASE).await.unwrap(),
+        Begin::OwnClaim
+    );
+    assert_eq!(
+        store.get(&key).await.unwrap().expect("record").state,
+        RecordState::InFlight
+    );
+    store.release(&key, &token).await.unwrap();
+    assert_eq!(
+        store.begin(&key, &FP, &token, LEASE).await.unwrap(),
+        Begin::Claimed
+    );
+    store
+        .complete(&key, &token, &sample_response(), TTL)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.begin(&key, &FP, &token, LEASE).await.unwrap(),
+        Begin::Completed(sample_response())
+    );
 }
 
 /// Keys differing only in namespace or scope are separate records.
@@ -286,6 +344,7 @@ pub async fn run_all<S: IdempotencyStore>(store: &S) {
     completed_record_expires(store).await;
     concurrent_begins_claim_once(store).await;
     namespaces_and_scopes_are_separate(store).await;
+    a_repeated_begin_with_the_holders_token_is_its_own(store).await;
 }
 
 #[doc(hidden)]
@@ -312,6 +371,7 @@ macro_rules! store_conformance_tests {
             completed_record_expires,
             concurrent_begins_claim_once,
             namespaces_and_scopes_are_separate,
+            a_repeated_begin_with_the_holders_token_is_its_own,
         );
     };
     (@tests $make:expr; $($check:ident),* $(,)?) => {

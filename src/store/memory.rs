@@ -254,6 +254,12 @@ impl State {
     }
 }
 
+/// `now + duration`, or a date too far to matter when that would overflow the clock.
+fn later(now: Instant, duration: Duration) -> Instant {
+    now.checked_add(duration)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 60 * 60))
+}
+
 fn entry_size(key: &str, response: Option<&StoredResponse>) -> usize {
     RECORD_OVERHEAD + key.len() + response.map_or(0, StoredResponse::size)
 }
@@ -263,6 +269,7 @@ impl IdempotencyStore for MemoryStore {
         &self,
         key: &RecordKey,
         fingerprint: &Fingerprint,
+        token: &LockToken,
         lease: Duration,
     ) -> Result<Begin, StoreError> {
         let now = Instant::now();
@@ -270,6 +277,9 @@ impl IdempotencyStore for MemoryStore {
         let state = &mut *guard;
         let used = state.tick();
         if let Some(entry) = state.live(key.as_str(), now) {
+            if matches!(&entry.phase, Phase::InFlight(owner) if owner == token) {
+                return Ok(Begin::OwnClaim);
+            }
             if entry.fingerprint != *fingerprint {
                 return Ok(Begin::Conflict);
             }
@@ -288,9 +298,8 @@ impl IdempotencyStore for MemoryStore {
         if !state.make_room(self.shared.limits, size, 1, now) {
             return Err(StoreError::from_kind(StoreErrorKind::CapacityExhausted));
         }
-        let token = LockToken::generate();
         let shared_key: Arc<str> = Arc::from(key.as_str());
-        let deadline = now + lease;
+        let deadline = later(now, lease);
         state
             .by_deadline
             .insert((deadline, used), Arc::clone(&shared_key));
@@ -299,28 +308,28 @@ impl IdempotencyStore for MemoryStore {
             shared_key,
             Entry {
                 fingerprint: *fingerprint,
-                phase: Phase::InFlight(token),
+                phase: Phase::InFlight(*token),
                 deadline,
                 id: used,
                 used,
                 size,
             },
         );
-        Ok(Begin::Claimed(token))
+        Ok(Begin::Claimed)
     }
 
     async fn complete(
         &self,
         key: &RecordKey,
         token: &LockToken,
-        response: StoredResponse,
+        response: &StoredResponse,
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let now = Instant::now();
         let mut guard = self.lock();
         let state = &mut *guard;
         let old_size = state.owned(key.as_str(), token, now)?.size;
-        let mut response = response;
+        let mut response = response.clone();
         let mut size = entry_size(key.as_str(), Some(&response));
         if !state.make_room(self.shared.limits, size.saturating_sub(old_size), 0, now) {
             // No room for the body even after evicting every completed record: keep the
@@ -342,7 +351,7 @@ impl IdempotencyStore for MemoryStore {
                 .expect("indexed"),
         );
         state.by_use.insert(used, shared_key);
-        state.set_deadline(key.as_str(), now + ttl);
+        state.set_deadline(key.as_str(), later(now, ttl));
         Ok(())
     }
 
@@ -362,7 +371,7 @@ impl IdempotencyStore for MemoryStore {
         let now = Instant::now();
         let mut state = self.lock();
         state.owned(key.as_str(), token, now)?;
-        state.set_deadline(key.as_str(), now + lease);
+        state.set_deadline(key.as_str(), later(now, lease));
         Ok(())
     }
 
@@ -413,8 +422,9 @@ mod tests {
     const FP: Fingerprint = Fingerprint::from_bytes([1; 32]);
 
     async fn claim(store: &MemoryStore, i: usize) -> Result<LockToken, StoreError> {
-        match store.begin(&key(i), &FP, LEASE).await? {
-            Begin::Claimed(token) => Ok(token),
+        let token = LockToken::generate();
+        match store.begin(&key(i), &FP, &token, LEASE).await? {
+            Begin::Claimed => Ok(token),
             other => panic!("expected a claim, got {other:?}"),
         }
     }
@@ -425,14 +435,17 @@ mod tests {
         for i in 0..10_000 {
             let token = claim(&store, i).await.unwrap();
             store
-                .complete(&key(i), &token, response(100), TTL)
+                .complete(&key(i), &token, &response(100), TTL)
                 .await
                 .unwrap();
             assert!(store.bytes() <= 64 * 1024);
         }
         // The most recent records are still there; the oldest were evicted.
         assert!(matches!(
-            store.begin(&key(9_999), &FP, LEASE).await.unwrap(),
+            store
+                .begin(&key(9_999), &FP, &LockToken::generate(), LEASE)
+                .await
+                .unwrap(),
             Begin::Completed(_)
         ));
         assert!(store.get(&key(0)).await.unwrap().is_none());
@@ -454,7 +467,7 @@ mod tests {
         }
         // Completing one makes it evictable, so the next claim succeeds by evicting it.
         store
-            .complete(&key(3), &tokens[3], response(10), TTL)
+            .complete(&key(3), &tokens[3], &response(10), TTL)
             .await
             .unwrap();
         claim(&store, 10).await.unwrap();
@@ -474,16 +487,19 @@ mod tests {
         let store = MemoryStore::builder().max_entries(3).build();
         let t0 = claim(&store, 0).await.unwrap();
         store
-            .complete(&key(0), &t0, response(1), Duration::from_secs(1))
+            .complete(&key(0), &t0, &response(1), Duration::from_secs(1))
             .await
             .unwrap();
         let t1 = claim(&store, 1).await.unwrap();
         store
-            .complete(&key(1), &t1, response(1), TTL)
+            .complete(&key(1), &t1, &response(1), TTL)
             .await
             .unwrap();
         // key 0 is the most recently used, but it expires.
-        store.begin(&key(0), &FP, LEASE).await.unwrap();
+        store
+            .begin(&key(0), &FP, &LockToken::generate(), LEASE)
+            .await
+            .unwrap();
         claim(&store, 2).await.unwrap();
         tokio::time::advance(Duration::from_secs(2)).await;
         claim(&store, 3).await.unwrap();
@@ -502,10 +518,14 @@ mod tests {
         let store = MemoryStore::builder().max_bytes(2 * 1024).build();
         let token = claim(&store, 0).await.unwrap();
         store
-            .complete(&key(0), &token, response(10 * 1024), TTL)
+            .complete(&key(0), &token, &response(10 * 1024), TTL)
             .await
             .unwrap();
-        let Begin::Completed(kept) = store.begin(&key(0), &FP, LEASE).await.unwrap() else {
+        let Begin::Completed(kept) = store
+            .begin(&key(0), &FP, &LockToken::generate(), LEASE)
+            .await
+            .unwrap()
+        else {
             panic!("completed record expected");
         };
         assert_eq!(kept.status, StatusCode::CREATED);

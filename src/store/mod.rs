@@ -25,28 +25,28 @@
 //! struct MapStore(Mutex<HashMap<String, (Fingerprint, Result<StoredResponse, LockToken>)>>);
 //!
 //! impl IdempotencyStore for MapStore {
-//!     async fn begin(&self, key: &RecordKey, fp: &Fingerprint, _lease: Duration)
-//!         -> Result<Begin, StoreError>
+//!     async fn begin(&self, key: &RecordKey, fp: &Fingerprint, token: &LockToken,
+//!         _lease: Duration) -> Result<Begin, StoreError>
 //!     {
 //!         let mut map = self.0.lock().unwrap();
 //!         Ok(match map.get(key.as_str()) {
+//!             Some((_, Err(owner))) if owner == token => Begin::OwnClaim,
 //!             Some((stored, _)) if stored != fp => Begin::Conflict,
 //!             Some((_, Ok(response))) => Begin::Completed(response.clone()),
 //!             Some((_, Err(_))) => Begin::InProgress,
 //!             None => {
-//!                 let token = LockToken::generate();
-//!                 map.insert(key.as_str().to_owned(), (*fp, Err(token)));
-//!                 Begin::Claimed(token)
+//!                 map.insert(key.as_str().to_owned(), (*fp, Err(*token)));
+//!                 Begin::Claimed
 //!             }
 //!         })
 //!     }
 //!
-//!     async fn complete(&self, key: &RecordKey, token: &LockToken, response: StoredResponse,
+//!     async fn complete(&self, key: &RecordKey, token: &LockToken, response: &StoredResponse,
 //!         _ttl: Duration) -> Result<(), StoreError>
 //!     {
 //!         match self.0.lock().unwrap().get_mut(key.as_str()) {
 //!             Some((_, state)) if *state == Err(*token) => {
-//!                 *state = Ok(response);
+//!                 *state = Ok(response.clone());
 //!                 Ok(())
 //!             }
 //!             _ => Err(StoreError::fenced()),
@@ -88,10 +88,11 @@
 //! let store = MapStore::default();
 //! let key = RecordKey::new("idem", "", "order-1");
 //! let fp = Fingerprint::from_bytes([7; 32]);
-//! let Begin::Claimed(token) = store.begin(&key, &fp, Duration::from_secs(30)).await? else {
-//!     panic!("a fresh key is claimed");
-//! };
-//! assert!(matches!(store.begin(&key, &fp, Duration::from_secs(30)).await?, Begin::InProgress));
+//! let (token, other) = (LockToken::generate(), LockToken::generate());
+//! let lease = Duration::from_secs(30);
+//! assert_eq!(store.begin(&key, &fp, &token, lease).await?, Begin::Claimed);
+//! assert_eq!(store.begin(&key, &fp, &token, lease).await?, Begin::OwnClaim);
+//! assert_eq!(store.begin(&key, &fp, &other, lease).await?, Begin::InProgress);
 //! # Ok::<(), StoreError>(())
 //! # }).unwrap();
 //! ```
@@ -133,10 +134,14 @@ pub use self::redis::RedisStore;
 /// Expired records (an in-flight record past its lease, a completed record past its TTL)
 /// are treated by every method as absent.
 pub trait IdempotencyStore: Send + Sync + 'static {
-    /// Atomically claims `key` or reports why it cannot be claimed.
+    /// Atomically claims `key` with `token` (minted by the caller with
+    /// [`LockToken::generate`]) or reports why it cannot be claimed.
     ///
-    /// - no live record: write an in-flight record with `fingerprint`, a fresh token and a
-    ///   lease of `lease`, and return [`Begin::Claimed`] with that token;
+    /// - no live record: write an in-flight record with `fingerprint`, `token` and a lease
+    ///   of `lease`, and return [`Begin::Claimed`];
+    /// - a live in-flight record held with this same `token`: [`Begin::OwnClaim`], nothing
+    ///   written (the caller's earlier `begin` landed, though its reply may have been lost;
+    ///   or an outer layer on this store holds the claim for the same request);
     /// - a live record whose fingerprint differs (in flight or completed):
     ///   [`Begin::Conflict`], nothing written;
     /// - a live in-flight record with the same fingerprint: [`Begin::InProgress`];
@@ -146,6 +151,7 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         &self,
         key: &RecordKey,
         fingerprint: &Fingerprint,
+        token: &LockToken,
         lease: Duration,
     ) -> impl Future<Output = Result<Begin, StoreError>> + Send;
 
@@ -157,7 +163,7 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         &self,
         key: &RecordKey,
         token: &LockToken,
-        response: StoredResponse,
+        response: &StoredResponse,
         ttl: Duration,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 

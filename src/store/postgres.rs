@@ -81,7 +81,9 @@ impl Statements {
                 SELECT 'claimed' AS state, NULL::bytea AS fingerprint, NULL::bytea AS response, NULL::smallint AS version
                 FROM claimed
                 UNION ALL
-                SELECT CASE WHEN expires_at > now() THEN 'live' ELSE 'expired' END, fingerprint, response, version
+                SELECT CASE WHEN expires_at <= now() THEN 'expired'
+                            WHEN token = $3 THEN 'own'
+                            ELSE 'live' END, fingerprint, response, version
                 FROM {table} WHERE key = $1 AND NOT EXISTS (SELECT 1 FROM claimed)"
             ),
             take_over: format!(
@@ -301,9 +303,9 @@ impl IdempotencyStore for PostgresStore {
         &self,
         key: &RecordKey,
         fp: &Fingerprint,
+        token: &LockToken,
         lease: Duration,
     ) -> Result<Begin, StoreError> {
-        let token = LockToken::generate();
         let token_bytes = token.to_bytes();
         let params: [&(dyn ToSql + Sync); 5] = [
             &key.as_str(),
@@ -319,10 +321,11 @@ impl IdempotencyStore for PostgresStore {
             let Some(row) = rows.first() else { continue };
             let state: &str = column(row, 0)?;
             match state {
-                "claimed" => return Ok(Begin::Claimed(token)),
+                "claimed" => return Ok(Begin::Claimed),
+                "own" => return Ok(Begin::OwnClaim),
                 "expired" => {
                     if self.execute(&self.sql.take_over, &params).await? == 1 {
-                        return Ok(Begin::Claimed(token));
+                        return Ok(Begin::Claimed);
                     }
                 }
                 _ => {
@@ -344,10 +347,10 @@ impl IdempotencyStore for PostgresStore {
         &self,
         key: &RecordKey,
         token: &LockToken,
-        response: StoredResponse,
+        response: &StoredResponse,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let encoded = codec::encode(&response);
+        let encoded = codec::encode(response);
         let token = token.to_bytes();
         self.fenced(
             &self.sql.complete,

@@ -130,8 +130,12 @@ impl StoredResponse {
 /// The answer of [`IdempotencyStore::begin`](super::IdempotencyStore::begin).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Begin {
-    /// The key was free and is now claimed with this token: run the request.
-    Claimed(LockToken),
+    /// The key was free and is now claimed with the caller's token: run the request.
+    Claimed,
+    /// The key is already in flight under the caller's own token: an earlier `begin` of
+    /// the same request landed (its reply may have been lost), or an outer layer on the
+    /// same store holds the claim for this request. Nothing was written.
+    OwnClaim,
     /// The key is claimed by a request with the same fingerprint that has not finished.
     InProgress,
     /// The key is held by a request with a different fingerprint.

@@ -10,7 +10,8 @@ use super::{
 };
 
 /// Claims a free key, or reports what holds it. Answers `{0}` claimed, `{1}` conflict,
-/// `{2}` in progress, `{3, response}` completed, `{-1, why}` not one of our records.
+/// `{2}` in progress, `{3, response}` completed, `{4}` already held with this token,
+/// `{-1, why}` not one of our records.
 const BEGIN: &str = r"
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t == 'none' then
@@ -21,6 +22,7 @@ end
 if t ~= 'hash' then return {-1, 'a ' .. t .. ' value'} end
 local r = redis.call('HMGET', KEYS[1], 'v', 'fp', 'tok', 'resp')
 if r[1] ~= ARGV[4] or not r[2] then return {-1, 'a hash of another format'} end
+if r[3] == ARGV[2] then return {4} end
 if r[2] ~= ARGV[1] then return {1} end
 if r[4] then return {3, r[4]} end
 if r[3] then return {2} end
@@ -220,9 +222,9 @@ impl IdempotencyStore for RedisStore {
         &self,
         key: &RecordKey,
         fp: &Fingerprint,
+        token: &LockToken,
         lease: Duration,
     ) -> Result<Begin, StoreError> {
-        let token = LockToken::generate();
         let reply: Vec<Value> = self
             .scripts
             .begin
@@ -235,7 +237,8 @@ impl IdempotencyStore for RedisStore {
             .await
             .map_err(StoreError::unavailable)?;
         match parse_reply(reply)? {
-            (0, _) => Ok(Begin::Claimed(token)),
+            (0, _) => Ok(Begin::Claimed),
+            (4, _) => Ok(Begin::OwnClaim),
             (1, _) => Ok(Begin::Conflict),
             (2, _) => Ok(Begin::InProgress),
             (3, strings) if strings.len() == 1 => Ok(Begin::Completed(codec::decode(&strings[0])?)),
@@ -247,10 +250,10 @@ impl IdempotencyStore for RedisStore {
         &self,
         key: &RecordKey,
         token: &LockToken,
-        response: StoredResponse,
+        response: &StoredResponse,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let encoded = codec::encode(&response);
+        let encoded = codec::encode(response);
         let ttl = millis(ttl);
         self.fenced(
             &self.scripts.complete,

@@ -151,7 +151,8 @@ pub(crate) async fn round_trips<B: Backend>(url: &str) {
 pub(crate) async fn outage_fails_closed_and_recovers<B: Backend>(url: &str) {
     let proxy = Proxy::start(server_addr(url), B::PROTOCOL).await;
     let layer = IdempotencyLayer::new(store::<B>(&url_via(url, proxy.addr())).await)
-        .store_timeout(Duration::from_millis(500));
+        .store_timeout(Duration::from_millis(500))
+        .unwrap();
     let (app, counter) = app(layer);
     assert_eq!(
         send(&app, post_with_key("/orders", &unique("up"), ""))

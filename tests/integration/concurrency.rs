@@ -41,8 +41,9 @@ async fn sixty_four_concurrent_requests_run_the_handler_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_wait_mode_concurrent_requests_get_the_replay() {
-    let layer =
-        IdempotencyLayer::new(MemoryStore::new()).wait_for_in_flight(Duration::from_secs(10));
+    let layer = IdempotencyLayer::new(MemoryStore::new())
+        .wait_for_in_flight(Duration::from_secs(10))
+        .unwrap();
     let (app, counter) = app(layer);
     let key = unique("wait");
     let started = counter.started.notified();
@@ -116,7 +117,9 @@ async fn without_run_to_completion_a_dropped_request_releases_its_key() {
 
 #[tokio::test(start_paused = true)]
 async fn the_lease_is_renewed_while_a_slow_handler_runs() {
-    let layer = IdempotencyLayer::new(MemoryStore::new()).lease(Duration::from_secs(3));
+    let layer = IdempotencyLayer::new(MemoryStore::new())
+        .lease(Duration::from_secs(3))
+        .unwrap();
     let (app, counter) = app(layer);
     let key = unique("slow-lease");
     let first = tokio::spawn({

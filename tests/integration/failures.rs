@@ -11,46 +11,73 @@ use tower_idempotency::{
         Begin, Fingerprint, IdempotencyStore, LockToken, Record, RecordKey, StoreError,
         StoredResponse,
     },
-    IdempotencyLayer, MemoryStore, Outcome,
+    HandlerFailure, IdempotencyLayer, MemoryStore, Outcome,
 };
 
 use crate::support::{app, eventually, post_with_key, read, send, unique};
 
+/// Sends `/panic` with `key` on a task of its own, and says whether it panicked.
+async fn send_panicking(app: &axum::Router, key: &str) -> bool {
+    let app = app.clone();
+    let request = post_with_key("/panic", key, "");
+    tokio::spawn(async move { app.oneshot(request).await })
+        .await
+        .is_err_and(|err| err.is_panic())
+}
+
+/// Failure table row "handler panic": the write may have happened, so the key is recorded
+/// as a 500 that says the outcome is unknown, and never runs again.
 #[tokio::test]
-async fn a_handler_panic_releases_the_key() {
+async fn a_handler_panic_is_recorded_as_outcome_unknown() {
     let layer = IdempotencyLayer::new(MemoryStore::new());
     let metrics = layer.metrics();
     let (app, counter) = app(layer);
     let key = unique("panic");
-    let outcome = tokio::spawn({
-        let app = app.clone();
-        let key = key.clone();
-        async move { app.oneshot(post_with_key("/panic", &key, "")).await }
-    })
-    .await;
     assert!(
-        outcome.unwrap_err().is_panic(),
+        send_panicking(&app, &key).await,
+        "the panic reaches the caller"
+    );
+    let retry = send(&app, post_with_key("/panic", &key, "")).await;
+    retry.assert_problem(StatusCode::INTERNAL_SERVER_ERROR, "outcome-unknown");
+    assert!(retry.replayed());
+    assert!(retry.headers.get("retry-after").is_none());
+    assert_eq!(counter.runs(), 1, "a panicked handler never runs again");
+    assert_eq!(metrics.count(Outcome::HandlerFailed), 1);
+}
+
+#[tokio::test]
+async fn with_release_a_handler_panic_frees_the_key() {
+    let layer = IdempotencyLayer::new(MemoryStore::new()).handler_failure(HandlerFailure::Release);
+    let metrics = layer.metrics();
+    let (app, counter) = app(layer);
+    let key = unique("panic");
+    assert!(
+        send_panicking(&app, &key).await,
         "the panic reaches the caller"
     );
     eventually("the key is released and runs again", async || {
-        let _ = tokio::spawn({
-            let app = app.clone();
-            let key = key.clone();
-            async move { app.oneshot(post_with_key("/panic", &key, "")).await }
-        })
-        .await;
+        send_panicking(&app, &key).await;
         counter.runs() >= 2
     })
     .await;
     assert!(metrics.count(Outcome::Released) >= 1);
 }
 
-#[tokio::test]
-async fn an_inner_service_error_releases_the_key_and_propagates() {
-    let store = MemoryStore::new();
-    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let svc = ServiceBuilder::new()
-        .layer(IdempotencyLayer::new(store.clone()))
+/// Counts a service's calls.
+type Calls = std::sync::Arc<std::sync::atomic::AtomicUsize>;
+
+/// A service that fails with an error on its first call and answers `done` after.
+fn failing_once(
+    store: MemoryStore,
+    failure: HandlerFailure,
+    calls: &Calls,
+) -> impl tower::Service<
+    Request<Full<Bytes>>,
+    Response = Response<tower_idempotency::ResponseBody<Full<Bytes>>>,
+    Error = std::io::Error,
+> + Clone {
+    ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(store).handler_failure(failure))
         .service(service_fn({
             let calls = calls.clone();
             move |_req: Request<_>| {
@@ -63,17 +90,39 @@ async fn an_inner_service_error_releases_the_key_and_propagates() {
                     }
                 }
             }
-        }));
-    let request = || {
-        Request::post("/")
-            .header("idempotency-key", "err-key")
-            .body(Full::new(Bytes::new()))
-            .unwrap()
-    };
-    let err = svc.clone().oneshot(request()).await.unwrap_err();
+        }))
+}
+
+fn err_request() -> Request<Full<Bytes>> {
+    Request::post("/")
+        .header("idempotency-key", "err-key")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// Failure table row "handler error": propagated to the caller, recorded as outcome
+/// unknown, never run again.
+#[tokio::test]
+async fn an_inner_service_error_is_recorded_and_propagates() {
+    let calls = Calls::default();
+    let svc = failing_once(MemoryStore::new(), HandlerFailure::Record, &calls);
+    let err = svc.clone().oneshot(err_request()).await.unwrap_err();
+    assert_eq!(err.to_string(), "backend down");
+    let answer = read(svc.clone().oneshot(err_request()).await.unwrap()).await;
+    answer.assert_problem(StatusCode::INTERNAL_SERVER_ERROR, "outcome-unknown");
+    assert_eq!(answer.outcome, Some(Outcome::Replayed));
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn with_release_an_inner_service_error_frees_the_key_and_propagates() {
+    let store = MemoryStore::new();
+    let calls = Calls::default();
+    let svc = failing_once(store.clone(), HandlerFailure::Release, &calls);
+    let err = svc.clone().oneshot(err_request()).await.unwrap_err();
     assert_eq!(err.to_string(), "backend down");
     assert!(store.is_empty(), "the claim was released");
-    let answer = read(svc.clone().oneshot(request()).await.unwrap()).await;
+    let answer = read(svc.clone().oneshot(err_request()).await.unwrap()).await;
     assert_eq!(
         (answer.status, answer.body),
         (StatusCode::OK, Bytes::from_static(b"done"))
@@ -102,6 +151,7 @@ impl IdempotencyStore for BrokenStore {
         &self,
         _: &RecordKey,
         _: &Fingerprint,
+        _: &LockToken,
         _: Duration,
     ) -> Result<Begin, StoreError> {
         self.fail().await
@@ -110,7 +160,7 @@ impl IdempotencyStore for BrokenStore {
         &self,
         _: &RecordKey,
         _: &LockToken,
-        _: StoredResponse,
+        _: &StoredResponse,
         _: Duration,
     ) -> Result<(), StoreError> {
         self.fail().await
@@ -137,7 +187,9 @@ fn broken_app(layer: IdempotencyLayer<BrokenStore>) -> (axum::Router, crate::sup
 #[tokio::test]
 async fn an_unreachable_store_fails_closed_with_503() {
     for store in [BrokenStore::Failing, BrokenStore::Hanging] {
-        let layer = IdempotencyLayer::new(store).store_timeout(Duration::from_millis(100));
+        let layer = IdempotencyLayer::new(store)
+            .store_timeout(Duration::from_millis(100))
+            .unwrap();
         let (app, counter) = broken_app(layer);
         let answer = send(&app, post_with_key("/orders", "k", "{}")).await;
         answer.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable");
@@ -157,59 +209,6 @@ async fn in_fail_open_mode_the_request_runs_unprotected() {
     assert_eq!(answer.outcome, Some(Outcome::StoreError));
     assert_eq!(counter.runs(), 1);
     assert_eq!(metrics.count(Outcome::StoreError), 1);
-}
-
-/// Claims work, recording fails: the client still gets its response, and it is counted.
-struct ForgetfulStore(MemoryStore);
-
-impl IdempotencyStore for ForgetfulStore {
-    async fn begin(
-        &self,
-        key: &RecordKey,
-        fp: &Fingerprint,
-        lease: Duration,
-    ) -> Result<Begin, StoreError> {
-        self.0.begin(key, fp, lease).await
-    }
-    async fn complete(
-        &self,
-        _: &RecordKey,
-        _: &LockToken,
-        _: StoredResponse,
-        _: Duration,
-    ) -> Result<(), StoreError> {
-        Err(StoreError::unavailable("write failed"))
-    }
-    async fn release(&self, key: &RecordKey, token: &LockToken) -> Result<(), StoreError> {
-        self.0.release(key, token).await
-    }
-    async fn renew(
-        &self,
-        key: &RecordKey,
-        token: &LockToken,
-        lease: Duration,
-    ) -> Result<(), StoreError> {
-        self.0.renew(key, token, lease).await
-    }
-    async fn get(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
-        self.0.get(key).await
-    }
-}
-
-#[tokio::test]
-async fn a_failed_record_still_answers_the_client_and_is_counted() {
-    let layer = IdempotencyLayer::new(ForgetfulStore(MemoryStore::new()));
-    let metrics = layer.metrics();
-    let counter = crate::support::Counter::default();
-    let app = crate::support::routes(counter.clone()).layer(layer);
-    let answer = send(&app, post_with_key("/orders", "k", "{}")).await;
-    assert_eq!(answer.status, StatusCode::CREATED);
-    assert_eq!(metrics.record_failures(), 1);
-    // The key stays claimed until its lease ends: a retry waits rather than runs twice.
-    send(&app, post_with_key("/orders", "k", "{}"))
-        .await
-        .assert_problem(StatusCode::CONFLICT, "in-progress");
-    assert_eq!(counter.runs(), 1);
 }
 
 #[tokio::test]

@@ -19,6 +19,8 @@ mod composition;
 mod concurrency;
 mod conformance;
 mod failures;
+mod faults;
+mod faulty_store;
 mod flow;
 mod keys_and_bodies;
 mod observability;

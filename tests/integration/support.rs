@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::sync::{Notify, Semaphore};
 use tower::ServiceExt;
-use tower_idempotency::{IdempotencyLayer, MemoryStore, Outcome};
+use tower_idempotency::{IdempotencyLayer, IdempotencyStore, Outcome};
 
 /// Counts real executions of the handlers, and gates the slow one.
 #[derive(Clone)]
@@ -62,7 +62,7 @@ pub(crate) fn routes(counter: Counter) -> Router {
         .with_state(counter)
 }
 
-pub(crate) fn app(layer: IdempotencyLayer<MemoryStore>) -> (Router, Counter) {
+pub(crate) fn app<St: IdempotencyStore>(layer: IdempotencyLayer<St>) -> (Router, Counter) {
     let counter = Counter::default();
     (routes(counter.clone()).layer(layer), counter)
 }
