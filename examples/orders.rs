@@ -292,7 +292,7 @@ async fn main() {
         .unwrap();
     // Connections are closed; handlers that outlived their client may still be writing.
     if in_flight.wait(SHUTDOWN_GRACE).await {
-        println!("orders stopped");
+        eprintln!("orders stopped");
     } else {
         eprintln!(
             "orders: {} requests still in flight after {SHUTDOWN_GRACE:?}; their keys free when their leases end",
@@ -312,5 +312,5 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
-    println!("orders shutting down");
+    eprintln!("orders shutting down");
 }

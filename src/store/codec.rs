@@ -1,5 +1,6 @@
-//! The versioned binary encoding of a [`StoredResponse`], shared by the stores that keep
-//! bytes (Redis, PostgreSQL).
+//! The versioned binary encoding of a [`StoredResponse`], shared by every store that
+//! ships with the crate (Redis and PostgreSQL keep these bytes; the memory store too, so
+//! its byte count is the real size of what it keeps).
 //!
 //! Format version 1, all integers big-endian:
 //!
@@ -13,7 +14,8 @@
 //! Decoding is strict: a wrong version, a short read, an invalid status or header, or
 //! trailing bytes is a [`StoreErrorKind::Corrupt`](super::StoreErrorKind::Corrupt) error,
 //! never a panic and never a partial response.
-#![cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+
+use std::ops::Range;
 
 use bytes::{BufMut, Bytes};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -42,8 +44,40 @@ pub(crate) fn encode(response: &StoredResponse) -> Vec<u8> {
     out
 }
 
+/// The most headers a record may hold: far more than any response has, and far below
+/// what a `HeaderMap` can take, so a foreign value cannot make decoding panic.
+pub(crate) const MAX_HEADERS: usize = 4096;
+
+/// Decodes a record, copying its header values and body out of `bytes`.
 pub(crate) fn decode(bytes: &[u8]) -> Result<StoredResponse, StoreError> {
-    let mut reader = Reader { rest: bytes };
+    parse(
+        bytes,
+        |range| HeaderValue::from_bytes(&bytes[range]).ok(),
+        |range| Bytes::copy_from_slice(&bytes[range]),
+    )
+}
+
+/// Decodes a record held as [`Bytes`], sharing them: header values and the body are
+/// slices of `bytes`, not copies (the memory store keeps records this way).
+pub(crate) fn decode_shared(bytes: &Bytes) -> Result<StoredResponse, StoreError> {
+    parse(
+        bytes,
+        |range| HeaderValue::from_maybe_shared(bytes.slice(range)).ok(),
+        |range| bytes.slice(range),
+    )
+}
+
+/// Encodes a record into [`Bytes`] of exactly its length.
+pub(crate) fn encode_shared(response: &StoredResponse) -> Bytes {
+    Bytes::from(encode(response).into_boxed_slice())
+}
+
+fn parse(
+    bytes: &[u8],
+    value: impl Fn(Range<usize>) -> Option<HeaderValue>,
+    body: impl FnOnce(Range<usize>) -> Bytes,
+) -> Result<StoredResponse, StoreError> {
+    let mut reader = Reader { bytes, at: 0 };
     let version = reader.u8()?;
     if version != FORMAT_VERSION {
         return Err(StoreError::corrupt(format!(
@@ -53,20 +87,27 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<StoredResponse, StoreError> {
     let status = StatusCode::from_u16(reader.u16()?)
         .map_err(|_| StoreError::corrupt("invalid status code"))?;
     let count = reader.u32()? as usize;
+    if count > MAX_HEADERS {
+        return Err(StoreError::corrupt(format!(
+            "{count} headers, more than the {MAX_HEADERS} a record may hold"
+        )));
+    }
     let mut headers = HeaderMap::with_capacity(count.min(64));
     for _ in 0..count {
-        let name = HeaderName::from_bytes(reader.bytes()?)
+        let name = HeaderName::from_bytes(&bytes[reader.field()?])
             .map_err(|_| StoreError::corrupt("invalid header name"))?;
-        let value = HeaderValue::from_bytes(reader.bytes()?)
-            .map_err(|_| StoreError::corrupt("invalid header value"))?;
-        headers.append(name, value);
+        let value =
+            value(reader.field()?).ok_or_else(|| StoreError::corrupt("invalid header value"))?;
+        headers
+            .try_append(name, value)
+            .map_err(|_| StoreError::corrupt("too many headers"))?;
     }
     let body = match reader.u8()? {
         0 => None,
-        1 => Some(Bytes::copy_from_slice(reader.bytes()?)),
+        1 => Some(body(reader.field()?)),
         _ => return Err(StoreError::corrupt("invalid body flag")),
     };
-    if !reader.rest.is_empty() {
+    if reader.at != bytes.len() {
         return Err(StoreError::corrupt("trailing bytes after record"));
     }
     Ok(StoredResponse {
@@ -86,37 +127,41 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.put_slice(bytes);
 }
 
+/// Reads `bytes` front to back, handing out the ranges it read.
 struct Reader<'a> {
-    rest: &'a [u8],
+    bytes: &'a [u8],
+    at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
-        if self.rest.len() < n {
+    fn take(&mut self, n: usize) -> Result<Range<usize>, StoreError> {
+        if self.bytes.len() - self.at < n {
             return Err(StoreError::corrupt("record is truncated"));
         }
-        let (head, tail) = self.rest.split_at(n);
-        self.rest = tail;
-        Ok(head)
+        let range = self.at..self.at + n;
+        self.at += n;
+        Ok(range)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], StoreError> {
+        let range = self.take(N)?;
+        Ok(self.bytes[range].try_into().expect("N bytes"))
     }
 
     fn u8(&mut self) -> Result<u8, StoreError> {
-        Ok(self.take(1)?[0])
+        Ok(self.array::<1>()?[0])
     }
 
     fn u16(&mut self) -> Result<u16, StoreError> {
-        Ok(u16::from_be_bytes(
-            self.take(2)?.try_into().expect("2 bytes"),
-        ))
+        Ok(u16::from_be_bytes(self.array()?))
     }
 
     fn u32(&mut self) -> Result<u32, StoreError> {
-        Ok(u32::from_be_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
+        Ok(u32::from_be_bytes(self.array()?))
     }
 
-    fn bytes(&mut self) -> Result<&'a [u8], StoreError> {
+    /// A length-prefixed field.
+    fn field(&mut self) -> Result<Range<usize>, StoreError> {
         let len = self.u32()? as usize;
         self.take(len)
     }
@@ -184,10 +229,50 @@ mod tests {
         );
     }
 
+    #[test]
+    fn shared_decoding_slices_instead_of_copying() {
+        let bytes = encode_shared(&sample());
+        let decoded = decode_shared(&bytes).unwrap();
+        assert_eq!(decoded, sample());
+        let body = decoded.body.unwrap();
+        let inside = bytes.as_ptr_range();
+        assert!(
+            inside.contains(&body.as_ptr()),
+            "the body is a slice of the record"
+        );
+    }
+
+    #[test]
+    fn a_record_claiming_too_many_headers_is_refused_not_a_panic() {
+        let mut bytes = vec![FORMAT_VERSION, 0, 200];
+        let count = 40_000u32;
+        bytes.extend_from_slice(&count.to_be_bytes());
+        for _ in 0..count {
+            bytes.extend_from_slice(&1u32.to_be_bytes());
+            bytes.push(b'x');
+            bytes.extend_from_slice(&0u32.to_be_bytes());
+        }
+        bytes.push(0);
+        let err = decode(&bytes).unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Corrupt);
+        assert!(err.to_string().contains("headers"), "{err}");
+        // Right at the bound it decodes: many values of one name are fine.
+        let mut at_bound = vec![FORMAT_VERSION, 0, 200];
+        at_bound.extend_from_slice(&(MAX_HEADERS as u32).to_be_bytes());
+        for _ in 0..MAX_HEADERS {
+            at_bound.extend_from_slice(&1u32.to_be_bytes());
+            at_bound.push(b'x');
+            at_bound.extend_from_slice(&0u32.to_be_bytes());
+        }
+        at_bound.push(0);
+        assert_eq!(decode(&at_bound).unwrap().headers.len(), MAX_HEADERS);
+    }
+
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
             let _ = decode(&bytes);
+            let _ = decode_shared(&Bytes::from(bytes));
         }
 
         #[test]

@@ -114,7 +114,7 @@ mod redis;
 use std::{future::Future, time::Duration};
 
 pub use self::error::{StoreError, StoreErrorKind};
-pub use self::memory::{MemoryStore, MemoryStoreBuilder};
+pub use self::memory::{Eviction, MemoryStats, MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresStore;
 pub use self::record::{

@@ -20,23 +20,45 @@ use http::{HeaderMap, StatusCode};
 /// length-prefixed, so no choice of scope and key can collide with another; the namespace
 /// comes first so that a Redis `SCAN idem:*` finds one layer's records.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct RecordKey(String);
+pub struct RecordKey {
+    encoded: String,
+    /// The length of `{namespace}:{scope length}:{scope}` at the front.
+    partition: usize,
+    scoped: bool,
+}
 
 impl RecordKey {
     /// The key of `key` within `scope` under `namespace`.
     pub fn new(namespace: &str, scope: &str, key: &str) -> Self {
-        Self(format!("{namespace}:{}:{scope}:{key}", scope.len()))
+        let partition = format!("{namespace}:{}:{scope}", scope.len());
+        let len = partition.len();
+        let mut encoded = partition;
+        encoded.reserve(1 + key.len());
+        encoded.push(':');
+        encoded.push_str(key);
+        Self {
+            encoded,
+            partition: len,
+            scoped: !scope.is_empty(),
+        }
     }
 
     /// The encoded key, for use as a storage key.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.encoded
+    }
+
+    /// The namespace and scope part of the encoded key (`{namespace}:{scope
+    /// length}:{scope}`), when the scope is not empty: the caller the record belongs to,
+    /// for stores that share their room fairly between callers.
+    pub fn scope_partition(&self) -> Option<&str> {
+        self.scoped.then(|| &self.encoded[..self.partition])
     }
 }
 
 impl fmt::Debug for RecordKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("RecordKey").field(&self.0).finish()
+        f.debug_tuple("RecordKey").field(&self.encoded).finish()
     }
 }
 
@@ -160,4 +182,23 @@ pub enum RecordState {
     InFlight,
     /// Completed with this response.
     Completed(StoredResponse),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_keys_encode_namespace_scope_and_key() {
+        let unscoped = RecordKey::new("idem", "", "order-1");
+        assert_eq!(unscoped.as_str(), "idem:0::order-1");
+        assert_eq!(unscoped.scope_partition(), None);
+        let scoped = RecordKey::new("idem", "t:1", "order-1");
+        assert_eq!(scoped.as_str(), "idem:3:t:1:order-1");
+        assert_eq!(scoped.scope_partition(), Some("idem:3:t:1"));
+        assert_ne!(
+            RecordKey::new("idem", "a:", "b"),
+            RecordKey::new("idem", "a", ":b")
+        );
+    }
 }

@@ -244,11 +244,28 @@ macro_rules! backend_tests {
             bad_data_is_503,
             version_1_records_decode,
         );
+        $crate::backends::backend_tests!(@faults $backend;
+            a_completion_blip_is_retried_and_replays,
+            a_lost_claim_reply_is_cleaned_up,
+            nested_layers_share_the_backend,
+        );
         $crate::backends::backend_tests!(@processes $backend;
             two_processes_run_once,
             crashed_process_is_taken_over,
             paused_process_is_fenced,
+            graceful_shutdown_finishes_the_write,
         );
+    };
+    (@faults $backend:ty; $($check:ident),* $(,)?) => {
+        mod faults {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let Some(url) = $crate::backends::url::<$backend>(stringify!($check)) else { return };
+                    $crate::backend_faults::$check::<$backend>(&url).await;
+                }
+            )*
+        }
     };
     (@processes $backend:ty; $($check:ident),* $(,)?) => {
         mod processes {

@@ -412,3 +412,63 @@ async fn a_nested_replay_is_reported_as_a_replay() {
         Some(Outcome::Replayed)
     );
 }
+
+/// Row "memory store full": one caller's flood never evicts another caller's records;
+/// once its share of the store is full, its new claims are refused with 503 +
+/// Retry-After, and a response too large for its share is kept without its body (its
+/// retry is told so, never run again).
+#[tokio::test]
+async fn a_flood_from_one_caller_never_makes_another_callers_retry_run_again() {
+    let store = MemoryStore::builder().max_bytes(64 * 1024).build();
+    let layer = IdempotencyLayer::new(store.clone()).scope(|parts| {
+        parts
+            .headers
+            .get("x-tenant")?
+            .to_str()
+            .ok()
+            .map(str::to_owned)
+    });
+    let (app, counter) = app(layer);
+    let as_tenant = |tenant: &str, path: &str, key: &str| {
+        let mut request = post_with_key(path, key, "{}");
+        request
+            .headers_mut()
+            .insert("x-tenant", tenant.parse().unwrap());
+        request
+    };
+    let victim_key = unique("victim");
+    let first = send(&app, as_tenant("victim", "/orders", &victim_key)).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+
+    // A response larger than the caller's share: delivered, kept without its body.
+    let big = send(&app, as_tenant("flood", "/big/20000", "big")).await;
+    assert_eq!((big.status, big.body.len()), (StatusCode::OK, 20_000));
+    let runs = counter.runs();
+    send(&app, as_tenant("flood", "/big/20000", "big"))
+        .await
+        .assert_problem(StatusCode::CONFLICT, "response-not-stored");
+    assert_eq!(counter.runs(), runs);
+
+    let mut refused = 0;
+    for i in 0..200 {
+        let answer = send(&app, as_tenant("flood", "/orders", &format!("flood-{i}"))).await;
+        if answer.status == StatusCode::SERVICE_UNAVAILABLE {
+            answer.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable");
+            assert!(answer.headers.contains_key("retry-after"));
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "the flood was refused once its share was full");
+    let runs = counter.runs();
+    let retry = send(&app, as_tenant("victim", "/orders", &victim_key)).await;
+    assert!(retry.replayed(), "the victim's record was kept");
+    assert_eq!(retry.body, first.body);
+    assert_eq!(counter.runs(), runs, "and its retry did not run again");
+    // Another caller still gets in.
+    let other = send(&app, as_tenant("other", "/orders", &unique("other"))).await;
+    assert_eq!(other.status, StatusCode::CREATED);
+    let stats = store.stats();
+    assert_eq!(stats.evicted, 0);
+    assert_eq!(stats.refused_claims, refused);
+    assert_eq!(stats.bodies_dropped, 1);
+}

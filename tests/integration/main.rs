@@ -3,6 +3,8 @@
 mod support;
 
 #[cfg(any(feature = "redis", feature = "postgres"))]
+mod backend_faults;
+#[cfg(any(feature = "redis", feature = "postgres"))]
 mod backends;
 #[cfg(feature = "postgres")]
 mod postgres_store;

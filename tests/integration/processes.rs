@@ -252,3 +252,49 @@ pub(crate) async fn paused_process_is_fenced<B: Backend>(url: &str) {
         "the fenced write was counted"
     );
 }
+
+/// Failure row "graceful shutdown": the client gives up mid-handler, then the process is
+/// told to stop (SIGTERM). It waits for the handler, records it, and exits cleanly; the
+/// retry on another process replays the order instead of finding the key stuck in flight.
+pub(crate) async fn graceful_shutdown_finishes_the_write<B: Backend>(url: &str) {
+    let mut a = Orders::start(url, 30);
+    let b = Orders::start(url, 30);
+    let key = unique("shutdown");
+    let body = r#"{"item":"sofa","quantity":1,"delay_ms":1500}"#;
+    let gave_up = tokio::spawn({
+        let (addr, key) = (a.addr, key.clone());
+        async move {
+            let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+            let request = Request::post(format!("http://{addr}/orders"))
+                .header("idempotency-key", key)
+                .body(Full::new(Bytes::from_static(body.as_bytes())))
+                .unwrap();
+            tokio::time::timeout(Duration::from_millis(300), client.request(request))
+                .await
+                .is_err()
+        }
+    });
+    in_flight::<B>(url, &key).await;
+    assert!(
+        gave_up.await.unwrap(),
+        "the client left before the order was done"
+    );
+    a.signal("-TERM");
+    let mut exited = None;
+    for _ in 0..100 {
+        exited = a.child.try_wait().unwrap();
+        if exited.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = exited.expect("the process stops within 5 s");
+    assert!(status.success(), "a clean exit: {status}");
+    let retry = b.post(&key, body).await;
+    assert_eq!(retry.status, StatusCode::CREATED);
+    assert!(
+        retry.replayed(),
+        "the order finished before the process exited"
+    );
+    assert_eq!(b.order_count().await, 0, "and B never ran it");
+}

@@ -1,0 +1,251 @@
+//! The records of one memory store and their indices, under its one lock: lookup, the
+//! expiry and last-use orders, the byte counts, and eviction.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    mem::size_of,
+    sync::Arc,
+};
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::builder::{Eviction, Limits};
+use crate::store::{Fingerprint, LockToken, StoreError};
+
+/// The bytes of the store's own structures per record, on top of the key and the
+/// encoded response: the map slot (hashbrown keeps one eighth free), the key's `Arc`
+/// header, the two index entries (B-tree nodes are about two-thirds full).
+pub(super) const PER_RECORD: usize = size_of::<(Arc<str>, Entry)>() * 8 / 7
+    + 2 * size_of::<usize>()
+    + (size_of::<((Instant, u64), Arc<str>)>() + size_of::<(u64, Arc<str>)>()) * 3 / 2;
+
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) records: HashMap<Arc<str>, Entry>,
+    /// Every record by the instant it dies (lease end or TTL end).
+    by_deadline: BTreeMap<(Instant, u64), Arc<str>>,
+    /// Completed records by last use, oldest first.
+    by_use: BTreeMap<u64, Arc<str>>,
+    /// The bytes of each non-empty scope's records.
+    by_scope: HashMap<Box<str>, usize>,
+    pub(super) bytes: usize,
+    clock: u64,
+    pub(super) stats: Counts,
+}
+
+/// What the store did to stay within its bounds.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Counts {
+    pub(super) refused: u64,
+    pub(super) evicted: u64,
+    pub(super) expired: u64,
+    pub(super) bodies_dropped: u64,
+}
+
+pub(super) struct Entry {
+    pub(super) fingerprint: Fingerprint,
+    pub(super) phase: Phase,
+    deadline: Instant,
+    /// Unique per record; ties `by_deadline` entries to it.
+    id: u64,
+    /// Last use, the key in `by_use` (completed records only).
+    used: u64,
+    size: usize,
+    /// The length of the scope partition at the front of the key (0: no scope).
+    partition: usize,
+}
+
+impl Entry {
+    /// The bytes this entry holds now.
+    pub(super) fn size_now(&self) -> usize {
+        self.size
+    }
+}
+
+pub(super) enum Phase {
+    InFlight(LockToken),
+    /// The encoded response (see `codec`), exactly as long as it needs to be.
+    Completed(Bytes),
+}
+
+/// The bytes one record holds.
+pub(super) fn record_size(key: &str, response: Option<&Bytes>) -> usize {
+    PER_RECORD + key.len() + response.map_or(0, Bytes::len)
+}
+
+impl State {
+    pub(super) fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// The live entry under `key`; an expired one is removed on the way.
+    pub(super) fn live(&mut self, key: &str, now: Instant) -> Option<&mut Entry> {
+        let expired = self.records.get(key)?.deadline <= now;
+        if expired {
+            self.remove(key);
+            self.stats.expired += 1;
+            return None;
+        }
+        self.records.get_mut(key)
+    }
+
+    /// The live in-flight entry under `key` held with `token`.
+    pub(super) fn owned(
+        &mut self,
+        key: &str,
+        token: &LockToken,
+        now: Instant,
+    ) -> Result<&mut Entry, StoreError> {
+        match self.live(key, now) {
+            Some(entry) if matches!(&entry.phase, Phase::InFlight(t) if t == token) => Ok(entry),
+            _ => Err(StoreError::fenced()),
+        }
+    }
+
+    /// Marks a completed entry used now, for least-recently-used eviction.
+    pub(super) fn touch(&mut self, key: &str) {
+        let used = self.tick();
+        let entry = self.records.get_mut(key).expect("entry present");
+        let last = std::mem::replace(&mut entry.used, used);
+        let shared_key = self.by_use.remove(&last).expect("completed indexed");
+        self.by_use.insert(used, shared_key);
+    }
+
+    /// Adds an in-flight record.
+    pub(super) fn insert(
+        &mut self,
+        key: &str,
+        partition: usize,
+        fingerprint: Fingerprint,
+        token: LockToken,
+        deadline: Instant,
+    ) {
+        let id = self.tick();
+        let size = record_size(key, None);
+        let shared_key: Arc<str> = Arc::from(key);
+        self.by_deadline
+            .insert((deadline, id), Arc::clone(&shared_key));
+        self.charge(key, partition, size as isize);
+        self.records.insert(
+            shared_key,
+            Entry {
+                fingerprint,
+                phase: Phase::InFlight(token),
+                deadline,
+                id,
+                used: id,
+                size,
+                partition,
+            },
+        );
+    }
+
+    /// Turns the in-flight entry under `key` into a completed one holding `response`.
+    pub(super) fn complete(&mut self, key: &str, response: Bytes, deadline: Instant) {
+        let used = self.tick();
+        let size = record_size(key, Some(&response));
+        let entry = self.records.get_mut(key).expect("owned entry");
+        let (old, partition) = (entry.size, entry.partition);
+        entry.phase = Phase::Completed(response);
+        entry.used = used;
+        entry.size = size;
+        let shared_key = Arc::clone(
+            self.by_deadline
+                .get(&(entry.deadline, entry.id))
+                .expect("indexed"),
+        );
+        self.by_use.insert(used, shared_key);
+        self.charge(key, partition, size as isize - old as isize);
+        self.set_deadline(key, deadline);
+    }
+
+    pub(super) fn remove(&mut self, key: &str) -> Option<Entry> {
+        let entry = self.records.remove(key)?;
+        self.by_deadline.remove(&(entry.deadline, entry.id));
+        if matches!(entry.phase, Phase::Completed(_)) {
+            self.by_use.remove(&entry.used);
+        }
+        self.charge(key, entry.partition, -(entry.size as isize));
+        Some(entry)
+    }
+
+    pub(super) fn set_deadline(&mut self, key: &str, deadline: Instant) {
+        let entry = self.records.get_mut(key).expect("entry present");
+        let shared_key = self
+            .by_deadline
+            .remove(&(entry.deadline, entry.id))
+            .expect("deadline indexed");
+        entry.deadline = deadline;
+        self.by_deadline.insert((deadline, entry.id), shared_key);
+    }
+
+    /// Adds `delta` bytes to the store's count and to the scope's.
+    fn charge(&mut self, key: &str, partition: usize, delta: isize) {
+        self.bytes = self.bytes.checked_add_signed(delta).expect("byte count");
+        if partition == 0 {
+            return;
+        }
+        let scope = &key[..partition];
+        match self.by_scope.get_mut(scope) {
+            Some(bytes) => {
+                *bytes = bytes.checked_add_signed(delta).expect("scope byte count");
+                if *bytes == 0 {
+                    self.by_scope.remove(scope);
+                }
+            }
+            None => {
+                let bytes = usize::try_from(delta).expect("a new scope starts with a charge");
+                self.by_scope.insert(scope.into(), bytes);
+            }
+        }
+    }
+
+    fn scope_bytes(&self, key: &str, partition: usize) -> usize {
+        if partition == 0 {
+            return 0;
+        }
+        self.by_scope.get(&key[..partition]).copied().unwrap_or(0)
+    }
+
+    /// Makes room for `extra` more bytes and `extra_entries` more records, in the store
+    /// and in the scope of `key`: expired records go first, then (only when the policy
+    /// allows) least recently used completed ones. Never an in-flight claim. Returns
+    /// whether it fits.
+    pub(super) fn make_room(
+        &mut self,
+        limits: &Limits,
+        key: &str,
+        partition: usize,
+        extra: usize,
+        extra_entries: usize,
+        now: Instant,
+    ) -> bool {
+        loop {
+            let store_full = self.bytes + extra > limits.max_bytes
+                || self.records.len() + extra_entries > limits.max_entries;
+            let scope_full =
+                partition > 0 && self.scope_bytes(key, partition) + extra > limits.max_scope_bytes;
+            if !store_full && !scope_full {
+                return true;
+            }
+            let victim = match self.by_deadline.first_key_value() {
+                Some((&(deadline, _), victim)) if deadline <= now => {
+                    self.stats.expired += 1;
+                    Arc::clone(victim)
+                }
+                // A full scope is its own caller's problem: it never evicts others.
+                _ if scope_full || limits.eviction == Eviction::ExpiredOnly => return false,
+                _ => match self.by_use.first_key_value() {
+                    Some((_, victim)) => {
+                        self.stats.evicted += 1;
+                        Arc::clone(victim)
+                    }
+                    None => return false,
+                },
+            };
+            self.remove(&victim);
+        }
+    }
+}
