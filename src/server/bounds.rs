@@ -1,6 +1,8 @@
-//! The bounds the intercepted flow puts on the inner service and its response body,
-//! stated once and named, so each step says `S: Inner<ReqBody, ResBody>` rather than
-//! repeating them.
+//! The bounds the intercepted flow puts on the inner service and its bodies, stated once
+//! and named, so each step behind the service (`intercept`, `execute`) says
+//! `S: Inner<ReqBody, ResBody>` rather than repeating them. The public `impl Service` in
+//! `service.rs` spells them out once more, as the contract users read (a bound through
+//! these traits would leave its `ResBody` unconstrained).
 
 use bytes::Bytes;
 use http::{Request, Response};

@@ -48,7 +48,9 @@ pub(crate) fn encode(response: &StoredResponse) -> Vec<u8> {
 /// what a `HeaderMap` can take, so a foreign value cannot make decoding panic.
 pub(crate) const MAX_HEADERS: usize = 4096;
 
-/// Decodes a record, copying its header values and body out of `bytes`.
+/// Decodes a record, copying its header values and body out of `bytes` (the remote
+/// stores read into buffers of their own).
+#[cfg(any(feature = "redis", feature = "postgres", test))]
 pub(crate) fn decode(bytes: &[u8]) -> Result<StoredResponse, StoreError> {
     parse(
         bytes,

@@ -9,8 +9,8 @@
 //! # Writing a store
 //!
 //! Implement [`IdempotencyStore`]. The contract of each method is documented on the trait;
-//! the `test-util` feature exports a conformance suite ([`conformance`], and the
-//! [`store_conformance_tests!`](crate::store_conformance_tests) macro) that checks it. Here is a complete store over a
+//! the `test-util` feature exports a conformance suite (`store::conformance`, and the
+//! `store_conformance_tests!` macro) that checks it. Here is a complete store over a
 //! `HashMap` (no expiry and no bound, so only fit for a doctest; see [`MemoryStore`] for
 //! one that is):
 //!

@@ -150,7 +150,7 @@ impl PostgresStore {
             .wait_timeout(Some(Duration::from_secs(2)))
             .create_timeout(Some(Duration::from_secs(2)))
             .build()
-            .map_err(unavailable)?;
+            .map_err(|err| StoreError::new(StoreErrorKind::Configuration, err))?;
         let store = Self::with_pool(pool, Self::DEFAULT_TABLE)?;
         store.migrate().await?;
         Ok(store)

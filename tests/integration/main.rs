@@ -20,6 +20,7 @@ mod client;
 mod composition;
 mod concurrency;
 mod conformance;
+mod docs;
 mod failures;
 mod faults;
 mod faulty_store;
