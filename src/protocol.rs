@@ -31,6 +31,9 @@ pub enum ProblemType {
     BodyUnreadable,
     /// The key was used for a different request (`409` or `422`).
     Conflict,
+    /// The key was used for this same request with other credentials (`409` or `422`):
+    /// retry with the original credentials, never with a new key.
+    OtherCredentials,
     /// The first request with this key has not finished (`409` + `Retry-After`).
     InProgress,
     /// The store could not record the key; nothing ran (`503` + `Retry-After`).
@@ -40,19 +43,24 @@ pub enum ProblemType {
     /// The request started, then the server failed (an error or a crash of its handler):
     /// whether it took effect is unknown, and it will not run again with this key (`500`).
     OutcomeUnknown,
+    /// The server holds a record for this key that it cannot read: whether the request
+    /// took effect is unknown, and it will not run with this key (`500`).
+    RecordUnreadable,
 }
 
 impl ProblemType {
     /// Every problem type, in declaration order.
-    pub const ALL: [ProblemType; 8] = [
+    pub const ALL: [ProblemType; 10] = [
         Self::InvalidKey,
         Self::BodyTooLarge,
         Self::BodyUnreadable,
         Self::Conflict,
+        Self::OtherCredentials,
         Self::InProgress,
         Self::StoreUnavailable,
         Self::ResponseNotStored,
         Self::OutcomeUnknown,
+        Self::RecordUnreadable,
     ];
 
     /// The last segment of the `type` URI (`in-progress`, `conflict`, …).
@@ -62,10 +70,12 @@ impl ProblemType {
             Self::BodyTooLarge => "body-too-large",
             Self::BodyUnreadable => "body-unreadable",
             Self::Conflict => "conflict",
+            Self::OtherCredentials => "other-credentials",
             Self::InProgress => "in-progress",
             Self::StoreUnavailable => "store-unavailable",
             Self::ResponseNotStored => "response-not-stored",
             Self::OutcomeUnknown => "outcome-unknown",
+            Self::RecordUnreadable => "record-unreadable",
         }
     }
 

@@ -101,7 +101,8 @@ where
     } else {
         1
     };
-    let deadline = Instant::now() + config.max_elapsed;
+    // `None`: a cap too far to reach (a `max_elapsed` of `Duration::MAX`).
+    let deadline = Instant::now().checked_add(config.max_elapsed);
     let mut outcome = ClientOutcome {
         key,
         attempts: Vec::new(),
@@ -139,7 +140,7 @@ where
                 .max(after.unwrap_or_default()),
             ),
         };
-        let give_up = last || wait.is_none_or(|w| Instant::now() + w > deadline);
+        let give_up = last || wait.is_none_or(|w| past(deadline, w));
         match sent.ended {
             Ok(mut response) if give_up => {
                 outcome.replayed = response
@@ -158,6 +159,15 @@ where
         std::future::poll_fn(|cx| inner.poll_ready(cx))
             .await
             .map_err(Into::into)?;
+    }
+}
+
+/// Whether a wait of `wait` from now would end past `deadline`.
+fn past(deadline: Option<Instant>, wait: Duration) -> bool {
+    match (deadline, Instant::now().checked_add(wait)) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(deadline), Some(end)) => end > deadline,
     }
 }
 

@@ -41,14 +41,23 @@ pub(crate) fn in_progress(headers: &HeaderMap, body: &Bytes) -> bool {
         .unwrap_or(false)
 }
 
-/// The `Retry-After` of a response, in seconds or as an HTTP-date.
+/// The longest `Retry-After` taken from the wire: a day. A server's larger value (or a
+/// hostile one, `18446744073709551615`) is read as this; the call's time cap decides the
+/// rest.
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The `Retry-After` of a response, in seconds or as an HTTP-date, at most
+/// [`MAX_RETRY_AFTER`].
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let date = httpdate::parse_http_date(value).ok()?;
-    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let date = httpdate::parse_http_date(value).ok()?;
+            date.duration_since(now).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// Exponential backoff with full jitter: a uniform wait between zero and
@@ -79,6 +88,46 @@ mod tests {
         assert_eq!(retry_after(&headers, now), Some(Duration::ZERO));
         headers.insert(header::RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&headers, now), None);
+    }
+
+    #[test]
+    fn retry_after_from_the_wire_is_bounded() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_784_000_000);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RETRY_AFTER, "18446744073709551615".parse().unwrap());
+        assert_eq!(retry_after(&headers, now), Some(MAX_RETRY_AFTER));
+        headers.insert(
+            header::RETRY_AFTER,
+            "Fri, 31 Dec 9999 23:59:59 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers, now), Some(MAX_RETRY_AFTER));
+        headers.insert(
+            header::RETRY_AFTER,
+            "99999999999999999999999".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers, now), None, "not a number, not a date");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(10_000))]
+        /// Any bytes a server may send as `Retry-After`: never a panic, never past the bound.
+        #[test]
+        fn any_retry_after_is_bounded_and_never_panics(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..40)) {
+            let Ok(value) = http::HeaderValue::from_bytes(&raw) else { return Ok(()) };
+            let mut headers = HeaderMap::new();
+            headers.insert(header::RETRY_AFTER, value);
+            if let Some(wait) = retry_after(&headers, SystemTime::now()) {
+                proptest::prop_assert!(wait <= MAX_RETRY_AFTER);
+            }
+        }
+
+        #[test]
+        fn any_number_of_seconds_is_bounded(seconds in proptest::num::u64::ANY) {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::RETRY_AFTER, seconds.to_string().parse().unwrap());
+            let wait = retry_after(&headers, SystemTime::now()).unwrap();
+            proptest::prop_assert_eq!(wait, Duration::from_secs(seconds).min(MAX_RETRY_AFTER));
+        }
     }
 
     #[test]

@@ -36,12 +36,15 @@ pub const MAX_REQUEST_BODY: usize = 2 * 1024 * 1024;
 /// The largest response body recorded: 1 MiB.
 pub const MAX_RESPONSE_BODY: usize = 1024 * 1024;
 
-/// The headers whose values enter the fingerprint: `authorization`, `cookie`, `x-api-key`.
-pub const FINGERPRINT_HEADERS: [HeaderName; 3] = [
-    header::AUTHORIZATION,
-    header::COOKIE,
-    HeaderName::from_static("x-api-key"),
-];
+/// The headers whose values enter the caller's digest: `authorization`, `x-api-key`.
+/// Not `cookie`: a browser's retry usually carries changed cookies (analytics, a
+/// refreshed session); name the cookies that identify the caller with
+/// [`FINGERPRINT_COOKIES`] instead.
+pub const FINGERPRINT_HEADERS: [HeaderName; 2] =
+    [header::AUTHORIZATION, HeaderName::from_static("x-api-key")];
+
+/// The cookies whose values enter the caller's digest: none.
+pub const FINGERPRINT_COOKIES: [&str; 0] = [];
 
 /// The prefix of the layer's records: `idem`.
 pub const NAMESPACE: &str = "idem";
@@ -109,6 +112,7 @@ mod tests {
     fn the_readme_table_shows_the_constants() {
         let code = |s: StatusCode| s.as_u16().to_string();
         let name = |h: &HeaderName| h.as_str().to_owned();
+        assert!(FINGERPRINT_COOKIES.is_empty(), "the README says none");
         let rows = [
             ("HEADER_NAME", format!("`{}`", HEADER_NAME.as_str())),
             ("METHODS", list(&METHODS, Method::to_string)),
@@ -119,6 +123,7 @@ mod tests {
             ("MAX_REQUEST_BODY", mib(MAX_REQUEST_BODY)),
             ("MAX_RESPONSE_BODY", mib(MAX_RESPONSE_BODY)),
             ("FINGERPRINT_HEADERS", list(&FINGERPRINT_HEADERS, name)),
+            ("FINGERPRINT_COOKIES", "none".to_owned()),
             ("NAMESPACE", format!("`{NAMESPACE}`")),
             ("FAIL_OPEN", format!("{} (503)", yes_no(FAIL_OPEN))),
             (

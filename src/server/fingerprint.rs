@@ -1,42 +1,103 @@
-//! The request fingerprint: SHA-256 over a length-prefixed framing of the request.
+//! The request fingerprint: two SHA-256 digests over a length-prefixed framing, one of the
+//! request (method, authority, path and query, body), one of the caller (the fingerprint
+//! headers and cookies).
 
-use http::{HeaderMap, HeaderName, Method, Uri};
+use http::{header, HeaderMap, HeaderName, Method, Uri};
 use sha2::{Digest, Sha256};
 
-use crate::store::Fingerprint;
+use crate::store::{Fingerprint, RecordKey};
 
-/// Feeds the framed request to `sink`. Every variable-length field is preceded by its
-/// length as a `u64`, and the header section by its count of names and each name by its
-/// count of values, so two different requests never produce the same byte stream (a
-/// property test below checks it).
-fn frame(
+/// Feeds one variable-length field to `sink`, preceded by its length as a `u64`.
+fn field(sink: &mut impl FnMut(&[u8]), bytes: &[u8]) {
+    sink(&(bytes.len() as u64).to_be_bytes());
+    sink(bytes);
+}
+
+/// [`field`] of `bytes` lower-cased (ASCII), without allocating.
+fn field_lowercase(sink: &mut impl FnMut(&[u8]), bytes: &[u8]) {
+    sink(&(bytes.len() as u64).to_be_bytes());
+    let mut buf = [0u8; 64];
+    for chunk in bytes.chunks(buf.len()) {
+        let lower = &mut buf[..chunk.len()];
+        lower.copy_from_slice(chunk);
+        lower.make_ascii_lowercase();
+        sink(lower);
+    }
+}
+
+/// The authority a request was sent to: the URI's (HTTP/2, absolute-form), else the
+/// `Host` header (HTTP/1.1 origin-form), else empty.
+fn authority<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> &'a [u8] {
+    match uri.authority() {
+        Some(authority) => authority.as_str().as_bytes(),
+        None => headers.get(header::HOST).map_or(&[], |v| v.as_bytes()),
+    }
+}
+
+/// Feeds the framed request to `sink`: every field length-prefixed, so two different
+/// requests never produce the same byte stream (a property test below checks it).
+fn frame_request(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-    fingerprint_headers: &[HeaderName],
     body: &[u8],
     sink: &mut impl FnMut(&[u8]),
 ) {
-    let mut field = |bytes: &[u8]| {
-        sink(&(bytes.len() as u64).to_be_bytes());
-        sink(bytes);
-    };
-    field(method.as_str().as_bytes());
+    field(sink, method.as_str().as_bytes());
+    // The authority is lower-cased: `Example.com` and `example.com` are one host.
+    field_lowercase(sink, authority(uri, headers));
     field(
+        sink,
         uri.path_and_query()
             .map_or("/", |pq| pq.as_str())
             .as_bytes(),
     );
-    field(body);
+    field(sink, body);
+}
+
+/// The values of the cookie `name` in the request's `Cookie` headers, in order.
+fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a [u8]> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b';'))
+        .filter_map(move |pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            (pair[..eq].trim_ascii() == name.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
+        })
+}
+
+/// Feeds the framed caller to `sink`: the count of headers, then each header's count of
+/// values and the values; then the same for the named cookies.
+fn frame_caller(
+    headers: &HeaderMap,
+    fingerprint_headers: &[HeaderName],
+    fingerprint_cookies: &[String],
+    sink: &mut impl FnMut(&[u8]),
+) {
     sink(&(fingerprint_headers.len() as u64).to_be_bytes());
     for name in fingerprint_headers {
         let values = headers.get_all(name);
         sink(&(values.iter().count() as u64).to_be_bytes());
         for value in values {
-            sink(&(value.len() as u64).to_be_bytes());
-            sink(value.as_bytes());
+            field(sink, value.as_bytes());
         }
     }
+    sink(&(fingerprint_cookies.len() as u64).to_be_bytes());
+    for name in fingerprint_cookies {
+        sink(&(cookie_values(headers, name).count() as u64).to_be_bytes());
+        for value in cookie_values(headers, name) {
+            field(sink, value);
+        }
+    }
+}
+
+/// What of a request enters its fingerprint, besides the request line and body.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Credentials<'a> {
+    pub(crate) headers: &'a [HeaderName],
+    pub(crate) cookies: &'a [String],
 }
 
 /// The fingerprint of a request.
@@ -44,21 +105,27 @@ pub(crate) fn compute(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-    fingerprint_headers: &[HeaderName],
+    credentials: Credentials<'_>,
     body: &[u8],
 ) -> Fingerprint {
-    let mut hasher = Sha256::new();
-    frame(
-        method,
-        uri,
+    let mut request = Sha256::new();
+    frame_request(method, uri, headers, body, &mut |bytes| {
+        request.update(bytes)
+    });
+    let mut caller = Sha256::new();
+    frame_caller(
         headers,
-        fingerprint_headers,
-        body,
-        &mut |bytes| {
-            hasher.update(bytes);
-        },
+        credentials.headers,
+        credentials.cookies,
+        &mut |bytes| caller.update(bytes),
     );
-    Fingerprint::from_bytes(hasher.finalize().into())
+    Fingerprint::new(request.finalize().into(), caller.finalize().into())
+}
+
+/// A short, stable hash of a record key, for logs: keys are never logged in clear.
+pub(crate) fn key_hash(key: &RecordKey) -> String {
+    let digest = Sha256::digest(key.as_str().as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -70,6 +137,7 @@ mod tests {
     #[derive(Debug, Clone, PartialEq)]
     struct Req {
         method: Method,
+        host: Vec<u8>,
         path: String,
         body: Vec<u8>,
         auth: Vec<Vec<u8>>,
@@ -77,35 +145,48 @@ mod tests {
     }
 
     fn names() -> Vec<HeaderName> {
-        vec![http::header::AUTHORIZATION, http::header::COOKIE]
+        vec![header::AUTHORIZATION, header::COOKIE]
     }
 
-    fn encode(req: &Req) -> Vec<u8> {
+    fn headers(req: &Req) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (name, values) in names().into_iter().zip([&req.auth, &req.cookie]) {
             for v in values {
                 headers.append(&name, HeaderValue::from_bytes(v).unwrap());
             }
         }
+        if !req.host.is_empty() {
+            headers.insert(header::HOST, HeaderValue::from_bytes(&req.host).unwrap());
+        }
+        headers
+    }
+
+    fn encode(req: &Req) -> (Vec<u8>, Vec<u8>) {
+        let headers = headers(req);
         let uri: Uri = req.path.parse().unwrap();
-        let mut out = Vec::new();
-        frame(&req.method, &uri, &headers, &names(), &req.body, &mut |b| {
-            out.extend_from_slice(b)
+        let (mut request, mut caller) = (Vec::new(), Vec::new());
+        frame_request(&req.method, &uri, &headers, &req.body, &mut |b| {
+            request.extend_from_slice(b)
         });
-        out
+        frame_caller(&headers, &names(), &[], &mut |b| {
+            caller.extend_from_slice(b)
+        });
+        (request, caller)
     }
 
     fn req() -> impl Strategy<Value = Req> {
         let value = proptest::collection::vec(0x20u8..0x7f, 0..6);
         (
             prop_oneof![Just(Method::POST), Just(Method::PATCH), Just(Method::PUT)],
+            proptest::collection::vec(b'a'..=b'c', 0..3),
             "/[a-c/?=]{0,6}",
             proptest::collection::vec(any::<u8>(), 0..8),
             proptest::collection::vec(value.clone(), 0..3),
             proptest::collection::vec(value, 0..3),
         )
-            .prop_map(|(method, path, body, auth, cookie)| Req {
+            .prop_map(|(method, host, path, body, auth, cookie)| Req {
                 method,
+                host,
                 path,
                 body,
                 auth,
@@ -117,50 +198,106 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(2000))]
         #[test]
         fn different_requests_never_share_an_encoding(a in req(), b in req()) {
-            let same = a.method == b.method
-                && a.path == b.path
-                && a.body == b.body
-                && a.auth == b.auth
-                && a.cookie == b.cookie;
-            prop_assert_eq!(encode(&a) == encode(&b), same, "{:?} vs {:?}", a, b);
+            let same_request = a.method == b.method && a.host == b.host && a.path == b.path && a.body == b.body;
+            let same_caller = a.auth == b.auth && a.cookie == b.cookie;
+            let (ra, ca) = encode(&a);
+            let (rb, cb) = encode(&b);
+            prop_assert_eq!(ra == rb, same_request, "{:?} vs {:?}", a, b);
+            prop_assert_eq!(ca == cb, same_caller, "{:?} vs {:?}", a, b);
         }
+    }
+
+    fn fingerprint(method: &Method, uri: &str, headers: &HeaderMap, body: &[u8]) -> Fingerprint {
+        let credentials = Credentials {
+            headers: &[header::AUTHORIZATION],
+            cookies: &["session".to_owned()],
+        };
+        compute(method, &uri.parse().unwrap(), headers, credentials, body)
+    }
+
+    #[test]
+    fn other_credentials_change_the_caller_digest_only() {
+        let mut alice = HeaderMap::new();
+        alice.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer alice"),
+        );
+        let mut bob = HeaderMap::new();
+        bob.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer bob"),
+        );
+        let a = fingerprint(&Method::POST, "/orders", &alice, b"{}");
+        let b = fingerprint(&Method::POST, "/orders", &bob, b"{}");
+        assert_eq!(a.request(), b.request());
+        assert_ne!(a.caller(), b.caller());
+        assert_eq!(a, fingerprint(&Method::POST, "/orders", &alice, b"{}"));
+    }
+
+    #[test]
+    fn the_authority_is_part_of_the_request() {
+        let host = |h: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, HeaderValue::from_static(h));
+            headers
+        };
+        let a = fingerprint(&Method::POST, "/orders", &host("a.example"), b"{}");
+        let b = fingerprint(&Method::POST, "/orders", &host("b.example"), b"{}");
+        assert_ne!(a.request(), b.request());
+        assert_eq!(a.caller(), b.caller());
+        // The URI's authority (HTTP/2) counts as the same host as the Host header.
+        let absolute = fingerprint(
+            &Method::POST,
+            "http://a.example/orders",
+            &HeaderMap::new(),
+            b"{}",
+        );
+        assert_eq!(absolute.request(), a.request());
+        let upper = fingerprint(&Method::POST, "/orders", &host("A.Example"), b"{}");
+        assert_eq!(upper.request(), a.request());
+    }
+
+    #[test]
+    fn only_named_cookies_enter_the_caller_digest() {
+        let cookies = |c: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::COOKIE, HeaderValue::from_static(c));
+            headers
+        };
+        let first = fingerprint(
+            &Method::POST,
+            "/o",
+            &cookies("session=s1; _ga=GA1.2.3"),
+            b"",
+        );
+        let analytics_changed =
+            fingerprint(&Method::POST, "/o", &cookies("_ga=GA1.9.9;session=s1"), b"");
+        let session_changed = fingerprint(
+            &Method::POST,
+            "/o",
+            &cookies("session=s2; _ga=GA1.2.3"),
+            b"",
+        );
+        assert_eq!(first, analytics_changed);
+        assert_ne!(first.caller(), session_changed.caller());
+        assert_eq!(first.request(), session_changed.request());
     }
 
     #[test]
     fn body_bytes_cannot_pose_as_a_header() {
         let a = Req {
             method: Method::POST,
+            host: vec![],
             path: "/x".into(),
             body: b"ab".to_vec(),
             auth: vec![],
             cookie: vec![],
         };
         let b = Req {
-            method: Method::POST,
-            path: "/x".into(),
             body: b"a".to_vec(),
             auth: vec![b"b".to_vec()],
-            cookie: vec![],
+            ..a.clone()
         };
         assert_ne!(encode(&a), encode(&b));
-    }
-
-    #[test]
-    fn the_digest_depends_on_the_credential() {
-        let uri: Uri = "/orders".parse().unwrap();
-        let mut alice = HeaderMap::new();
-        alice.insert(
-            http::header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer alice"),
-        );
-        let mut bob = HeaderMap::new();
-        bob.insert(
-            http::header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer bob"),
-        );
-        let a = compute(&Method::POST, &uri, &alice, &names(), b"{}");
-        let b = compute(&Method::POST, &uri, &bob, &names(), b"{}");
-        assert_ne!(a, b);
-        assert_eq!(a, compute(&Method::POST, &uri, &alice, &names(), b"{}"));
     }
 }

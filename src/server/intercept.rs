@@ -12,14 +12,16 @@ use super::{
     buffer::buffer_request,
     claim::release_in_background,
     execute::execute,
-    fingerprint,
+    fingerprint::{self, Credentials},
     key::{self, KeyError},
     outcome::Outcome,
     problem::Problem,
     record::replay,
     shared::Shared,
 };
-use crate::store::{Begin, Fingerprint, IdempotencyStore, LockToken, RecordKey, StoreError};
+use crate::store::{
+    Begin, Fingerprint, IdempotencyStore, LockToken, RecordKey, StoreError, StoreErrorKind,
+};
 
 /// Who claims the key: the token this layer minted, or the one an outer layer claimed
 /// with (`nested`), so a layer on the same store recognises the outer claim as its own.
@@ -56,11 +58,15 @@ where
         Ok(body) => body,
         Err(problem) => return Ok(shared.refuse(&span, problem)),
     };
+    let credentials = Credentials {
+        headers: &config.fingerprint_headers,
+        cookies: &config.fingerprint_cookies,
+    };
     let fingerprint = fingerprint::compute(
         &parts.method,
         &parts.uri,
         &parts.headers,
-        &config.fingerprint_headers,
+        credentials,
         &body,
     );
     let scope = config
@@ -93,12 +99,27 @@ where
             ),
         }),
         Ok(Begin::InProgress) => Ok(shared.refuse(&span, Problem::InProgress)),
-        Ok(Begin::Conflict) => Ok(shared.refuse(
+        // The same request under other credentials: a refreshed token, a rotated cookie, or
+        // another caller. Never told to use a new key, which would run it twice.
+        Ok(Begin::Conflict(stored)) if stored.request() == fingerprint.request() => Ok(shared
+            .refuse(
+                &span,
+                Problem::OtherCredentials {
+                    status: config.conflict_status.status(),
+                },
+            )),
+        Ok(Begin::Conflict(_)) => Ok(shared.refuse(
             &span,
             Problem::Conflict {
                 status: config.conflict_status.status(),
             },
         )),
+        Err(err) if err.kind() == StoreErrorKind::Corrupt => {
+            // Not an outage: retrying will not help, and the record may be a completed
+            // one, so the request must not run either.
+            tracing::error!(parent: &span, error = %err, key_hash = %fingerprint::key_hash(&record_key), "the store holds a record it cannot read; answering 500");
+            Ok(shared.refuse(&span, Problem::RecordUnreadable))
+        }
         Err(err) if config.fail_open => {
             tracing::warn!(parent: &span, error = %err, "idempotency store failed; running the request unprotected (fail open)");
             abandon(&shared, record_key, claimant);

@@ -152,14 +152,26 @@ impl<St> IdempotencyLayer<St> {
         self.with(|c| c.max_response_body = bytes)
     }
 
-    /// The headers whose values enter the fingerprint (default
-    /// [`FINGERPRINT_HEADERS`](crate::defaults::FINGERPRINT_HEADERS)): whatever identifies the caller, so that another caller reusing a key
-    /// gets a conflict, never someone else's response. With a [`scope`](Self::scope) that
-    /// identifies the principal, this may be emptied so that a refreshed token still
-    /// replays.
+    /// The headers whose values identify the caller (default
+    /// [`FINGERPRINT_HEADERS`](crate::defaults::FINGERPRINT_HEADERS)): they enter the
+    /// fingerprint's caller digest, so that another caller reusing a key is refused,
+    /// never shown someone else's response. The same request with other values of these
+    /// headers (a refreshed token) is told so, and never told to use a new key. With a
+    /// [`scope`](Self::scope) that identifies the principal, this may be emptied so that a
+    /// refreshed token still replays.
     #[must_use]
     pub fn fingerprint_headers(self, headers: impl IntoIterator<Item = HeaderName>) -> Self {
         self.with(|c| c.fingerprint_headers = headers.into_iter().collect())
+    }
+
+    /// The cookies whose values identify the caller, such as a session cookie (default
+    /// [`FINGERPRINT_COOKIES`](crate::defaults::FINGERPRINT_COOKIES): none). Only these
+    /// cookies enter the caller digest; others (analytics, preferences) may change between
+    /// a request and its retry without effect.
+    #[must_use]
+    pub fn fingerprint_cookies<N: Into<String>>(self, names: impl IntoIterator<Item = N>) -> Self {
+        let names = names.into_iter().map(Into::into).collect();
+        self.with(|c| c.fingerprint_cookies = names)
     }
 
     /// The prefix of this layer's records (default [`NAMESPACE`](crate::defaults::NAMESPACE)), so that services sharing one

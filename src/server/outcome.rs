@@ -30,17 +30,28 @@ pub enum Outcome {
     Fresh,
     /// A completed key: the recorded response was replayed; the inner service did not run.
     Replayed,
-    /// The key is held by a request with another fingerprint: `409` (or `422`).
+    /// The key is held by a different request: `409` (or `422`).
     Conflict,
+    /// The key is held by this same request sent with other credentials: `409` (or
+    /// `422`), with the advice to retry with the original credentials.
+    OtherCredentials,
     /// The key is held by the same request, still running: `409` with `Retry-After`.
     InProgress,
     /// The key is malformed, repeated, or required and absent: `400`.
     InvalidKey,
-    /// The request body is over `max_request_body` (`413`), or could not be read (`400`).
+    /// The request body is over `max_request_body`: `413`.
     TooLarge,
+    /// The request body failed while it was read: `400`.
+    BodyUnreadable,
     /// The store failed at claim time: `503` (fail closed), or the request ran
     /// unprotected (fail open).
     StoreError,
+    /// The store holds a record under this key that it cannot read (corrupt, foreign):
+    /// `500`, nothing run.
+    RecordUnreadable,
+    /// The key completed, but its response was not kept (too large, or its body failed):
+    /// `409`, nothing run.
+    ResponseNotStored,
     /// The inner service ran but its answer (a transient status, or an error or panic with
     /// [`HandlerFailure::Release`](crate::HandlerFailure::Release)) released the key, so a
     /// retry runs afresh.
@@ -53,14 +64,18 @@ pub enum Outcome {
 
 impl Outcome {
     /// All outcomes, in declaration order.
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 13] = [
         Self::Fresh,
         Self::Replayed,
         Self::Conflict,
+        Self::OtherCredentials,
         Self::InProgress,
         Self::InvalidKey,
         Self::TooLarge,
+        Self::BodyUnreadable,
         Self::StoreError,
+        Self::RecordUnreadable,
+        Self::ResponseNotStored,
         Self::Released,
         Self::HandlerFailed,
     ];
@@ -71,10 +86,14 @@ impl Outcome {
             Self::Fresh => "fresh",
             Self::Replayed => "replayed",
             Self::Conflict => "conflict",
+            Self::OtherCredentials => "other_credentials",
             Self::InProgress => "in_progress",
             Self::InvalidKey => "invalid_key",
             Self::TooLarge => "too_large",
+            Self::BodyUnreadable => "body_unreadable",
             Self::StoreError => "store_error",
+            Self::RecordUnreadable => "record_unreadable",
+            Self::ResponseNotStored => "response_not_stored",
             Self::Released => "released",
             Self::HandlerFailed => "handler_failed",
         }

@@ -13,22 +13,27 @@ pub(crate) enum Problem {
     BodyTooLarge { limit: usize },
     BodyUnreadable,
     Conflict { status: StatusCode },
+    OtherCredentials { status: StatusCode },
     InProgress,
     StoreUnavailable,
     ResponseNotStored { original: StatusCode },
     OutcomeUnknown,
+    RecordUnreadable,
 }
 
 impl Problem {
     pub(crate) fn outcome(&self) -> Outcome {
         match self {
             Self::InvalidKey(_) => Outcome::InvalidKey,
-            Self::BodyTooLarge { .. } | Self::BodyUnreadable => Outcome::TooLarge,
+            Self::BodyTooLarge { .. } => Outcome::TooLarge,
+            Self::BodyUnreadable => Outcome::BodyUnreadable,
             Self::Conflict { .. } => Outcome::Conflict,
+            Self::OtherCredentials { .. } => Outcome::OtherCredentials,
             Self::InProgress => Outcome::InProgress,
             Self::StoreUnavailable => Outcome::StoreError,
-            Self::ResponseNotStored { .. } => Outcome::Replayed,
+            Self::ResponseNotStored { .. } => Outcome::ResponseNotStored,
             Self::OutcomeUnknown => Outcome::HandlerFailed,
+            Self::RecordUnreadable => Outcome::RecordUnreadable,
         }
     }
 
@@ -66,9 +71,20 @@ impl Problem {
                 *status,
                 ProblemType::Conflict,
                 "Idempotency key reused for a different request",
-                "this key was already used with a different method, URL, body or credentials; \
-                 fix the request and send it with a new key"
+                "this key was already used for a different request (method, host, path and \
+                 query, or body); fix the request and send it with a new key"
                     .to_owned(),
+                None,
+            ),
+            Self::OtherCredentials { status } => (
+                *status,
+                ProblemType::OtherCredentials,
+                "Idempotency key used with other credentials",
+                "this key was used for this same request with other credentials (a refreshed \
+                 token, a changed session cookie, or another caller); it may already have \
+                 taken effect. Retry with the original credentials; do not send it with a new \
+                 key"
+                .to_owned(),
                 None,
             ),
             Self::InProgress => (
@@ -108,6 +124,16 @@ impl Problem {
                 "the server failed while it processed the request with this key, after it had \
                  started; it may or may not have taken effect, and it will not run again with \
                  this key. Check whether the operation took effect before you start it again"
+                    .to_owned(),
+                None,
+            ),
+            Self::RecordUnreadable => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ProblemType::RecordUnreadable,
+                "Idempotency record unreadable",
+                "the server holds a record for this key that it cannot read, so it cannot tell \
+                 whether the request already took effect; it will not run with this key. Check \
+                 whether the operation took effect before you start it again"
                     .to_owned(),
                 None,
             ),

@@ -42,8 +42,10 @@ const TTL: Duration = Duration::from_secs(3600);
 const SHORT: Duration = Duration::from_millis(1000);
 const PAST_SHORT: Duration = Duration::from_millis(1600);
 
-const FP: Fingerprint = Fingerprint::from_bytes([0xa1; 32]);
-const OTHER_FP: Fingerprint = Fingerprint::from_bytes([0xb2; 32]);
+const FP: Fingerprint = Fingerprint::new([0xa1; 32], [0xc3; 32]);
+const OTHER_FP: Fingerprint = Fingerprint::new([0xb2; 32], [0xc3; 32]);
+/// The same request as [`FP`], sent with other credentials.
+const OTHER_CALLER: Fingerprint = Fingerprint::new([0xa1; 32], [0xd4; 32]);
 
 /// A key no other check (or test run) uses.
 pub fn unique_key() -> RecordKey {
@@ -106,7 +108,15 @@ pub async fn claim_then_in_progress_or_conflict<S: IdempotencyStore>(store: &S) 
             .begin(&key, &OTHER_FP, &LockToken::generate(), LEASE)
             .await
             .unwrap(),
-        Begin::Conflict
+        Begin::Conflict(FP)
+    );
+    assert_eq!(
+        store
+            .begin(&key, &OTHER_CALLER, &LockToken::generate(), LEASE)
+            .await
+            .unwrap(),
+        Begin::Conflict(FP),
+        "the stored fingerprint comes back whole, both digests"
     );
     let record = store.get(&key).await.unwrap().expect("record");
     assert_eq!(record.fingerprint, FP);
@@ -134,7 +144,7 @@ pub async fn complete_then_replay<S: IdempotencyStore>(store: &S) {
             .begin(&key, &OTHER_FP, &LockToken::generate(), LEASE)
             .await
             .unwrap(),
-        Begin::Conflict
+        Begin::Conflict(FP)
     );
     let record = store.get(&key).await.unwrap().expect("record");
     assert_eq!(record.state, RecordState::Completed(sample_response()));
@@ -330,6 +340,27 @@ pub async fn namespaces_and_scopes_are_separate<S: IdempotencyStore>(store: &S) 
     for key in [&a, &b, &c] {
         claimed(store, key, LEASE).await;
     }
+}
+
+/// A record the store cannot read (the caller put it under `key` by hand: truncated,
+/// foreign, or neither in flight nor completed) is a [`StoreErrorKind::Corrupt`] error
+/// from `get`, and `begin` never claims, replays or reports it in progress: it fails with
+/// `Corrupt` (or, when the stored fingerprint is readable and differs, reports the
+/// conflict). Never a panic. Not in [`run_all`]: only the store's own tests know how to
+/// write such a record.
+pub async fn unreadable_record_is_an_error<S: IdempotencyStore>(store: &S, key: &RecordKey) {
+    let token = LockToken::generate();
+    match store.begin(key, &FP, &token, LEASE).await {
+        Err(err) => assert_eq!(err.kind(), StoreErrorKind::Corrupt, "begin: {err}"),
+        Ok(Begin::Conflict(_)) => {}
+        Ok(other) => panic!("begin on an unreadable record answered {other:?}"),
+    }
+    let read = store.get(key).await;
+    assert_eq!(
+        read.map_err(|e| e.kind()),
+        Err(StoreErrorKind::Corrupt),
+        "get of an unreadable record"
+    );
 }
 
 /// Runs every check in turn.

@@ -31,7 +31,7 @@
 //!         let mut map = self.0.lock().unwrap();
 //!         Ok(match map.get(key.as_str()) {
 //!             Some((_, Err(owner))) if owner == token => Begin::OwnClaim,
-//!             Some((stored, _)) if stored != fp => Begin::Conflict,
+//!             Some((stored, _)) if stored != fp => Begin::Conflict(*stored),
 //!             Some((_, Ok(response))) => Begin::Completed(response.clone()),
 //!             Some((_, Err(_))) => Begin::InProgress,
 //!             None => {
@@ -87,7 +87,7 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let store = MapStore::default();
 //! let key = RecordKey::new("idem", "", "order-1");
-//! let fp = Fingerprint::from_bytes([7; 32]);
+//! let fp = Fingerprint::new([7; 32], [8; 32]);
 //! let (token, other) = (LockToken::generate(), LockToken::generate());
 //! let lease = Duration::from_secs(30);
 //! assert_eq!(store.begin(&key, &fp, &token, lease).await?, Begin::Claimed);
@@ -143,7 +143,8 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     ///   written (the caller's earlier `begin` landed, though its reply may have been lost;
     ///   or an outer layer on this store holds the claim for the same request);
     /// - a live record whose fingerprint differs (in flight or completed):
-    ///   [`Begin::Conflict`], nothing written;
+    ///   [`Begin::Conflict`] with the record's fingerprint (both digests), nothing
+    ///   written;
     /// - a live in-flight record with the same fingerprint: [`Begin::InProgress`];
     /// - a completed record with the same fingerprint: [`Begin::Completed`] with its
     ///   response.

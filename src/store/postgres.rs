@@ -11,7 +11,9 @@ use super::{
 };
 
 /// The record format version written in each row's `version` column.
-const VERSION: i16 = 1;
+/// The record format version in each row (2: a 64-byte fingerprint, request and caller
+/// digests).
+const VERSION: i16 = 2;
 
 /// How many expired rows one sweep statement deletes at most.
 const SWEEP_BATCH: i64 = 10_000;
@@ -78,12 +80,12 @@ impl Statements {
                     ON CONFLICT (key) DO NOTHING
                     RETURNING 1
                 )
-                SELECT 'claimed' AS state, NULL::bytea AS fingerprint, NULL::bytea AS response, NULL::smallint AS version
+                SELECT 'claimed' AS state, NULL::bytea AS fingerprint, NULL::bytea AS response, NULL::smallint AS version, NULL::bytea AS token
                 FROM claimed
                 UNION ALL
                 SELECT CASE WHEN expires_at <= now() THEN 'expired'
                             WHEN token = $3 THEN 'own'
-                            ELSE 'live' END, fingerprint, response, version
+                            ELSE 'live' END, fingerprint, response, version, token
                 FROM {table} WHERE key = $1 AND NOT EXISTS (SELECT 1 FROM claimed)"
             ),
             take_over: format!(
@@ -99,7 +101,7 @@ impl Statements {
             release: format!("DELETE FROM {table} WHERE {live}"),
             renew: format!("UPDATE {table} SET expires_at = now() + $3::int8 * interval '1 millisecond' WHERE {live}"),
             get: format!(
-                "SELECT fingerprint, response, version FROM {table} WHERE key = $1 AND expires_at > now()"
+                "SELECT fingerprint, response, version, token FROM {table} WHERE key = $1 AND expires_at > now()"
             ),
             sweep: format!(
                 "DELETE FROM {table} WHERE key IN (
@@ -267,25 +269,32 @@ impl fmt::Debug for PostgresStore {
     }
 }
 
-/// A row's fingerprint, response and version, checked.
+/// A row's fingerprint, response, version and token, checked: a row is in flight (a
+/// token, no response) or completed (a response, no token), nothing else.
 fn decode_row(
     fingerprint: &[u8],
     response: Option<&[u8]>,
     version: Option<i16>,
+    token: Option<&[u8]>,
 ) -> Result<Record, StoreError> {
     if version != Some(VERSION) {
         return Err(StoreError::corrupt(format!(
             "unknown record format version {version:?}"
         )));
     }
-    let fingerprint: [u8; 32] = fingerprint
+    let fingerprint: [u8; 64] = fingerprint
         .try_into()
-        .map_err(|_| StoreError::corrupt("fingerprint is not 32 bytes"))?;
+        .map_err(|_| StoreError::corrupt("fingerprint is not 64 bytes"))?;
     Ok(Record {
         fingerprint: Fingerprint::from_bytes(fingerprint),
-        state: match response {
-            Some(bytes) => RecordState::Completed(codec::decode(bytes)?),
-            None => RecordState::InFlight,
+        state: match (response, token) {
+            (Some(bytes), None) => RecordState::Completed(codec::decode(bytes)?),
+            (None, Some(token)) if token.len() == 16 => RecordState::InFlight,
+            _ => {
+                return Err(StoreError::corrupt(
+                    "a row neither in flight (a 16-byte token) nor completed (a response)",
+                ))
+            }
         },
     })
 }
@@ -307,9 +316,10 @@ impl IdempotencyStore for PostgresStore {
         lease: Duration,
     ) -> Result<Begin, StoreError> {
         let token_bytes = token.to_bytes();
+        let fp_bytes = fp.to_bytes();
         let params: [&(dyn ToSql + Sync); 5] = [
             &key.as_str(),
-            &&fp.as_bytes()[..],
+            &&fp_bytes[..],
             &&token_bytes[..],
             &VERSION,
             &millis(lease),
@@ -329,9 +339,14 @@ impl IdempotencyStore for PostgresStore {
                     }
                 }
                 _ => {
-                    let record = decode_row(column(row, 1)?, column(row, 2)?, column(row, 3)?)?;
+                    let record = decode_row(
+                        column(row, 1)?,
+                        column(row, 2)?,
+                        column(row, 3)?,
+                        column(row, 4)?,
+                    )?;
                     return Ok(match record.state {
-                        _ if record.fingerprint != *fp => Begin::Conflict,
+                        _ if record.fingerprint != *fp => Begin::Conflict(record.fingerprint),
                         RecordState::InFlight => Begin::InProgress,
                         RecordState::Completed(response) => Begin::Completed(response),
                     });
@@ -382,7 +397,14 @@ impl IdempotencyStore for PostgresStore {
     async fn get(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
         let rows = self.query(&self.sql.get, &[&key.as_str()]).await?;
         rows.first()
-            .map(|row| decode_row(column(row, 0)?, column(row, 1)?, column(row, 2)?))
+            .map(|row| {
+                decode_row(
+                    column(row, 0)?,
+                    column(row, 1)?,
+                    column(row, 2)?,
+                    column(row, 3)?,
+                )
+            })
             .transpose()
     }
 }

@@ -62,27 +62,66 @@ impl fmt::Debug for RecordKey {
     }
 }
 
-/// The SHA-256 digest that identifies a request: method, path and query, body and the
-/// caller-identifying headers. Only this digest is stored, never the credentials.
+/// What identifies a request: two SHA-256 digests, one of the request itself (method,
+/// authority, path and query, body) and one of the caller (the fingerprint headers and
+/// cookies: credentials). Only these digests are stored, never the credentials.
+///
+/// Two digests, so that a retry sent with refreshed credentials ("same request, other
+/// caller") can be told apart from a different request under the same key: the first
+/// must not be told to use a new key, which would write twice.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Fingerprint([u8; 32]);
+pub struct Fingerprint {
+    request: [u8; 32],
+    caller: [u8; 32],
+}
 
 impl Fingerprint {
-    /// A fingerprint from its 32 digest bytes.
-    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
+    /// A fingerprint from its two digests.
+    pub const fn new(request: [u8; 32], caller: [u8; 32]) -> Self {
+        Self { request, caller }
     }
 
-    /// The 32 digest bytes.
-    pub const fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+    /// A fingerprint from its 64 bytes (request digest, then caller digest), as a store
+    /// reads them back.
+    pub const fn from_bytes(bytes: [u8; 64]) -> Self {
+        let mut request = [0; 32];
+        let mut caller = [0; 32];
+        let mut i = 0;
+        while i < 32 {
+            request[i] = bytes[i];
+            caller[i] = bytes[32 + i];
+            i += 1;
+        }
+        Self { request, caller }
+    }
+
+    /// The 64 bytes a store writes: the request digest, then the caller digest.
+    pub fn to_bytes(&self) -> [u8; 64] {
+        let mut bytes = [0; 64];
+        bytes[..32].copy_from_slice(&self.request);
+        bytes[32..].copy_from_slice(&self.caller);
+        bytes
+    }
+
+    /// The digest of the request itself.
+    pub const fn request(&self) -> &[u8; 32] {
+        &self.request
+    }
+
+    /// The digest of the caller's credentials.
+    pub const fn caller(&self) -> &[u8; 32] {
+        &self.caller
     }
 }
 
 impl fmt::Debug for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Fingerprint(")?;
-        for b in &self.0[..8] {
+        for b in &self.request[..4] {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, "…/")?;
+        for b in &self.caller[..4] {
             write!(f, "{b:02x}")?;
         }
         write!(f, "…)")
@@ -160,8 +199,10 @@ pub enum Begin {
     OwnClaim,
     /// The key is claimed by a request with the same fingerprint that has not finished.
     InProgress,
-    /// The key is held by a request with a different fingerprint.
-    Conflict,
+    /// The key is held by a request with a different fingerprint, this one. Its
+    /// [`request`](Fingerprint::request) digest tells "another request" from "the same
+    /// request with other credentials".
+    Conflict(Fingerprint),
     /// The key completed with the same fingerprint: replay this response.
     Completed(StoredResponse),
 }

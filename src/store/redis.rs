@@ -9,7 +9,7 @@ use super::{
     StoreError, StoreErrorKind, StoredResponse,
 };
 
-/// Claims a free key, or reports what holds it. Answers `{0}` claimed, `{1}` conflict,
+/// Claims a free key, or reports what holds it. Answers `{0}` claimed, `{1, fp}` conflict,
 /// `{2}` in progress, `{3, response}` completed, `{4}` already held with this token,
 /// `{-1, why}` not one of our records.
 const BEGIN: &str = r"
@@ -22,11 +22,11 @@ end
 if t ~= 'hash' then return {-1, 'a ' .. t .. ' value'} end
 local r = redis.call('HMGET', KEYS[1], 'v', 'fp', 'tok', 'resp')
 if r[1] ~= ARGV[4] or not r[2] then return {-1, 'a hash of another format'} end
+if (not r[3]) == (not r[4]) then return {-1, 'a record neither in flight nor completed'} end
 if r[3] == ARGV[2] then return {4} end
-if r[2] ~= ARGV[1] then return {1} end
+if r[2] ~= ARGV[1] then return {1, r[2]} end
 if r[4] then return {3, r[4]} end
-if r[3] then return {2} end
-return {-1, 'a record neither in flight nor completed'}
+return {2}
 ";
 
 /// Reads a record: `{0}` none, `{2, fp}` in flight, `{3, fp, response}` completed,
@@ -37,6 +37,7 @@ if t == 'none' then return {0} end
 if t ~= 'hash' then return {-1, 'a ' .. t .. ' value'} end
 local r = redis.call('HMGET', KEYS[1], 'v', 'fp', 'tok', 'resp')
 if r[1] ~= ARGV[1] or not r[2] then return {-1, 'a hash of another format'} end
+if (not r[3]) == (not r[4]) then return {-1, 'a record neither in flight nor completed'} end
 if r[4] then return {3, r[2], r[4]} end
 return {2, r[2]}
 ";
@@ -61,8 +62,9 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])"
 const RELEASE: &str = fenced_script!("redis.call('DEL', KEYS[1])");
 const RENEW: &str = fenced_script!("redis.call('PEXPIRE', KEYS[1], ARGV[2])");
 
-/// The record format version written in each hash's `v` field.
-const VERSION: &str = "1";
+/// The record format version written in each hash's `v` field (2: a 64-byte
+/// fingerprint, request and caller digests).
+const VERSION: &str = "2";
 
 struct Scripts {
     begin: Script,
@@ -211,9 +213,9 @@ fn parse_reply(reply: Vec<Value>) -> Result<(i64, Vec<Vec<u8>>), StoreError> {
 }
 
 fn fingerprint(bytes: &[u8]) -> Result<Fingerprint, StoreError> {
-    let bytes: [u8; 32] = bytes
+    let bytes: [u8; 64] = bytes
         .try_into()
-        .map_err(|_| StoreError::corrupt("fingerprint is not 32 bytes"))?;
+        .map_err(|_| StoreError::corrupt("fingerprint is not 64 bytes"))?;
     Ok(Fingerprint::from_bytes(bytes))
 }
 
@@ -229,7 +231,7 @@ impl IdempotencyStore for RedisStore {
             .scripts
             .begin
             .key(key.as_str())
-            .arg(&fp.as_bytes()[..])
+            .arg(&fp.to_bytes()[..])
             .arg(&token.to_bytes()[..])
             .arg(millis(lease))
             .arg(VERSION)
@@ -239,7 +241,7 @@ impl IdempotencyStore for RedisStore {
         match parse_reply(reply)? {
             (0, _) => Ok(Begin::Claimed),
             (4, _) => Ok(Begin::OwnClaim),
-            (1, _) => Ok(Begin::Conflict),
+            (1, strings) if strings.len() == 1 => Ok(Begin::Conflict(fingerprint(&strings[0])?)),
             (2, _) => Ok(Begin::InProgress),
             (3, strings) if strings.len() == 1 => Ok(Begin::Completed(codec::decode(&strings[0])?)),
             _ => Err(StoreError::corrupt("unexpected script reply")),

@@ -37,13 +37,16 @@ pub(crate) trait Backend {
     /// Puts a value that is not one of our records under `key`.
     fn put_foreign(url: &str, key: &RecordKey) -> impl Future<Output = ()> + Send;
 
-    /// Writes a completed record by hand, in format version 1.
-    fn put_v1_record(
+    /// Writes a completed record by hand, in the current record format (version 2).
+    fn put_record(
         url: &str,
         key: &RecordKey,
-        fingerprint: &[u8; 32],
+        fingerprint: &[u8; 64],
         response: &[u8],
     ) -> impl Future<Output = ()> + Send;
+
+    /// Writes a record of ours that is neither in flight nor completed.
+    fn put_neither(url: &str, key: &RecordKey) -> impl Future<Output = ()> + Send;
 }
 
 /// The server's URL, or `None` (with a notice) when its variable is unset.
@@ -194,32 +197,70 @@ pub(crate) async fn closed_port_is_unavailable<B: Backend>(url: &str) {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
-/// A truncated or foreign value under our key is a 503, never a panic or a replay.
-pub(crate) async fn bad_data_is_503<B: Backend>(url: &str) {
-    let (app, counter) = app(IdempotencyLayer::new(store::<B>(url).await));
+/// A record the store cannot read (truncated, foreign, tens of thousands of headers,
+/// neither in flight nor completed) is one answer on every store: a 500 of its own type,
+/// no `Retry-After` (waiting would not help), nothing run; never a panic or a replay.
+pub(crate) async fn unreadable_records_are_500<B: Backend>(url: &str) {
+    let store = store::<B>(url).await;
+    let (app, counter) = app(IdempotencyLayer::new(store.clone()));
     let key = unique("bad-data");
     send(&app, post_with_key("/orders", &key, "x")).await;
     B::truncate_response(url, &RecordKey::new("idem", "", &key)).await;
-    let answer = send(&app, post_with_key("/orders", &key, "x")).await;
-    answer.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable");
+    let mut unreadable = vec![key];
 
     let foreign = unique("foreign");
     B::put_foreign(url, &RecordKey::new("idem", "", &foreign)).await;
-    let answer = send(&app, post_with_key("/orders", &foreign, "x")).await;
-    answer.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable");
-    assert_eq!(counter.runs(), 1);
+    unreadable.push(foreign);
+
+    // Under the fingerprint of a real request, so that the store must decode it.
+    let many = unique("many-headers");
+    send(&app, post_with_key("/orders", &many, "x")).await;
+    let many_key = RecordKey::new("idem", "", &many);
+    let fingerprint = store.get(&many_key).await.unwrap().unwrap().fingerprint;
+    let mut response = vec![1, 0, 200];
+    response.extend_from_slice(&40_000u32.to_be_bytes());
+    for i in 0..40_000u32 {
+        let name = format!("x-{i}");
+        response.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        response.extend_from_slice(name.as_bytes());
+        response.extend_from_slice(&0u32.to_be_bytes());
+    }
+    response.push(0);
+    B::put_record(url, &many_key, &fingerprint.to_bytes(), &response).await;
+    unreadable.push(many);
+
+    let neither = unique("neither");
+    B::put_neither(url, &RecordKey::new("idem", "", &neither)).await;
+    unreadable.push(neither);
+
+    for key in &unreadable {
+        let record_key = RecordKey::new("idem", "", key);
+        tower_idempotency::store::conformance::unreadable_record_is_an_error(&store, &record_key)
+            .await;
+        let answer = send(&app, post_with_key("/orders", key, "x")).await;
+        answer.assert_problem(StatusCode::INTERNAL_SERVER_ERROR, "record-unreadable");
+        assert!(answer.headers.get("retry-after").is_none(), "{key}");
+        assert_eq!(answer.outcome, Some(Outcome::RecordUnreadable));
+    }
+    assert_eq!(
+        counter.runs(),
+        2,
+        "only the two first, readable, requests ran"
+    );
 }
 
-/// A record written in format version 1, byte for byte, still reads back.
-pub(crate) async fn version_1_records_decode<B: Backend>(url: &str) {
+/// A record written in the current format, byte for byte, still reads back.
+pub(crate) async fn current_format_records_decode<B: Backend>(url: &str) {
     const V1_RESPONSE: &[u8] = b"\x01\x00\xc9\x00\x00\x00\x01\
 \x00\x00\x00\x0ccontent-type\x00\x00\x00\x10application/json\
 \x01\x00\x00\x00\x08{\"id\":1}";
     let store = store::<B>(url).await;
-    let key = RecordKey::new("idem", "", &unique("v1"));
-    B::put_v1_record(url, &key, &[7; 32], V1_RESPONSE).await;
+    let key = RecordKey::new("idem", "", &unique("v2"));
+    let mut fingerprint = [7; 64];
+    fingerprint[32..].fill(9);
+    B::put_record(url, &key, &fingerprint, V1_RESPONSE).await;
     let record = store.get(&key).await.unwrap().expect("record");
-    assert_eq!(record.fingerprint, Fingerprint::from_bytes([7; 32]));
+    assert_eq!(record.fingerprint, Fingerprint::new([7; 32], [9; 32]));
     let RecordState::Completed(response) = record.state else {
         panic!("completed record")
     };
@@ -241,8 +282,8 @@ macro_rules! backend_tests {
             round_trips,
             outage_fails_closed_and_recovers,
             closed_port_is_unavailable,
-            bad_data_is_503,
-            version_1_records_decode,
+            unreadable_records_are_500,
+            current_format_records_decode,
         );
         $crate::backends::backend_tests!(@faults $backend;
             a_completion_blip_is_retried_and_replays,

@@ -383,3 +383,29 @@ async fn a_call_without_a_key_is_sent_once() {
         .service(service);
     assert_eq!(call_scripted(&mut client, "POST").await.attempts.len(), 1);
 }
+
+/// A hostile or broken server's `Retry-After` never makes the client panic: the wait is
+/// bounded, and one past the call's time cap is not started.
+#[tokio::test(start_paused = true)]
+async fn a_huge_retry_after_is_bounded_not_a_panic() {
+    for huge in ["18446744073709551615", "Fri, 31 Dec 9999 23:59:59 GMT"] {
+        let (service, _) = scripted(vec![503, 201], huge);
+        let mut client = ServiceBuilder::new()
+            .layer(IdempotencyClientLayer::new())
+            .service(service);
+        let outcome = call_scripted(&mut client, "POST").await;
+        assert_eq!(outcome.attempts.len(), 1, "{huge}: past the 30 s cap");
+        // And with no time cap at all, still no overflow.
+        let (service, _) = scripted(vec![503, 201], huge);
+        let mut client = ServiceBuilder::new()
+            .layer(
+                IdempotencyClientLayer::new()
+                    .max_elapsed(Duration::MAX)
+                    .max_attempts(std::num::NonZeroU32::new(2).unwrap()),
+            )
+            .service(service);
+        let outcome = call_scripted(&mut client, "POST").await;
+        assert_eq!(outcome.attempts.len(), 2, "{huge}: waited a day at most");
+        assert!(outcome.attempts[1].waited <= Duration::from_secs(24 * 60 * 60));
+    }
+}

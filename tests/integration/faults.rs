@@ -370,7 +370,7 @@ fn durations_outside_their_bounds_are_configuration_errors() {
 async fn the_memory_store_takes_any_duration_without_panicking() {
     let store = MemoryStore::new();
     let key = RecordKey::new("edge", "", &unique("max"));
-    let fp = Fingerprint::from_bytes([3; 32]);
+    let fp = Fingerprint::new([3; 32], [4; 32]);
     let token = LockToken::generate();
     assert_eq!(
         store.begin(&key, &fp, &token, Duration::MAX).await.unwrap(),
@@ -470,5 +470,5 @@ async fn a_flood_from_one_caller_never_makes_another_callers_retry_run_again() {
     let stats = store.stats();
     assert_eq!(stats.evicted, 0);
     assert_eq!(stats.refused_claims, refused);
-    assert_eq!(stats.bodies_dropped, 1);
+    assert!(stats.bodies_dropped >= 1, "the big response, at least");
 }

@@ -68,7 +68,12 @@ async fn the_same_key_on_a_different_request_is_a_conflict() {
         .headers_mut()
         .insert("authorization", "Bearer mallory".parse().unwrap());
 
-    for request in [other_body, other_query, other_method, other_caller] {
+    let mut other_host = original();
+    other_host
+        .headers_mut()
+        .insert("host", "tenant-b.example".parse().unwrap());
+
+    for request in [other_body, other_query, other_method, other_host] {
         let answer = send(&app, request).await;
         answer.assert_problem(StatusCode::CONFLICT, "conflict");
         assert_eq!(answer.outcome, Some(Outcome::Conflict));
@@ -77,6 +82,18 @@ async fn the_same_key_on_a_different_request_is_a_conflict() {
             "credentials never echoed"
         );
     }
+    // The same request from another caller: refused, never replayed, and never told to
+    // use a new key (a refreshed token would then write twice).
+    let answer = send(&app, other_caller).await;
+    answer.assert_problem(StatusCode::CONFLICT, "other-credentials");
+    assert_eq!(answer.outcome, Some(Outcome::OtherCredentials));
+    let detail = answer.json()["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("original credentials"), "{detail}");
+    assert!(detail.contains("do not send it with a new key"), "{detail}");
+    assert!(!answer
+        .body
+        .windows(5)
+        .any(|w| w == b"alice" || w == b"allor"));
     assert_eq!(counter.runs(), 1);
     // The original still replays.
     assert!(send(&app, original()).await.replayed());

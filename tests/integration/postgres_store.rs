@@ -43,12 +43,22 @@ impl Backend for Postgres {
         execute(url, &sql, &[&key.as_str()]).await;
     }
 
-    async fn put_v1_record(url: &str, key: &RecordKey, fingerprint: &[u8; 32], response: &[u8]) {
+    async fn put_record(url: &str, key: &RecordKey, fingerprint: &[u8; 64], response: &[u8]) {
         let sql = format!(
             "INSERT INTO {TABLE} (key, fingerprint, token, response, version, expires_at)
-             VALUES ($1, $2, NULL, $3, 1, now() + interval '1 minute')"
+             VALUES ($1, $2, NULL, $3, 2, now() + interval '1 minute')
+             ON CONFLICT (key) DO UPDATE SET fingerprint = $2, token = NULL, response = $3,
+                 version = 2, expires_at = now() + interval '1 minute'"
         );
         execute(url, &sql, &[&key.as_str(), &&fingerprint[..], &response]).await;
+    }
+
+    async fn put_neither(url: &str, key: &RecordKey) {
+        let sql = format!(
+            "INSERT INTO {TABLE} (key, fingerprint, token, response, version, expires_at)
+             VALUES ($1, $2, NULL, NULL, 2, now() + interval '1 minute')"
+        );
+        execute(url, &sql, &[&key.as_str(), &&[7u8; 64][..]]).await;
     }
 }
 

@@ -55,6 +55,10 @@ fn orders_binary() -> &'static std::path::Path {
     })
 }
 
+/// The `Host` every request carries, as a load balancer in front of the processes keeps
+/// it: the authority is part of the fingerprint.
+const HOST: &str = "orders.test";
+
 /// One `orders` process, killed when dropped.
 pub(crate) struct Orders {
     child: Child,
@@ -102,6 +106,7 @@ impl Orders {
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         let request = Request::post(format!("http://{}/orders", self.addr))
             .header("idempotency-key", key)
+            .header("host", HOST)
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.to_owned())))
             .unwrap();
@@ -178,6 +183,7 @@ pub(crate) async fn crashed_process_is_taken_over<B: Backend>(url: &str) {
             let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
             let request = Request::post(format!("http://{addr}/orders"))
                 .header("idempotency-key", key)
+                .header("host", HOST)
                 .body(Full::new(Bytes::from_static(body.as_bytes())))
                 .unwrap();
             client.request(request).await.is_err()
@@ -267,6 +273,7 @@ pub(crate) async fn graceful_shutdown_finishes_the_write<B: Backend>(url: &str) 
             let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
             let request = Request::post(format!("http://{addr}/orders"))
                 .header("idempotency-key", key)
+                .header("host", HOST)
                 .body(Full::new(Bytes::from_static(body.as_bytes())))
                 .unwrap();
             tokio::time::timeout(Duration::from_millis(300), client.request(request))

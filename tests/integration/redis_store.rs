@@ -53,15 +53,28 @@ impl Backend for Redis {
         .await;
     }
 
-    async fn put_v1_record(url: &str, key: &RecordKey, fingerprint: &[u8; 32], response: &[u8]) {
+    async fn put_record(url: &str, key: &RecordKey, fingerprint: &[u8; 64], response: &[u8]) {
         let mut hset = redis::cmd("HSET");
         hset.arg(key.as_str())
             .arg("v")
-            .arg("1")
+            .arg("2")
             .arg("fp")
             .arg(&fingerprint[..])
             .arg("resp")
             .arg(response);
+        let client = redis::Client::open(url).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let _: i64 = hset.query_async(&mut connection).await.unwrap();
+        command(url, redis::cmd("EXPIRE").arg(key.as_str()).arg(60)).await;
+    }
+
+    async fn put_neither(url: &str, key: &RecordKey) {
+        let mut hset = redis::cmd("HSET");
+        hset.arg(key.as_str())
+            .arg("v")
+            .arg("2")
+            .arg("fp")
+            .arg(&[7u8; 64][..]);
         let client = redis::Client::open(url).unwrap();
         let mut connection = client.get_multiplexed_async_connection().await.unwrap();
         let _: i64 = hset.query_async(&mut connection).await.unwrap();

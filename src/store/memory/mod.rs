@@ -191,7 +191,7 @@ impl IdempotencyStore for MemoryStore {
                 return Ok(Begin::OwnClaim);
             }
             if entry.fingerprint != *fingerprint {
-                return Ok(Begin::Conflict);
+                return Ok(Begin::Conflict(entry.fingerprint));
             }
             let response = match &entry.phase {
                 Phase::InFlight(_) => return Ok(Begin::InProgress),
@@ -303,7 +303,7 @@ mod tests {
         RecordKey::new("t", "", &format!("key-{i}"))
     }
 
-    const FP: Fingerprint = Fingerprint::from_bytes([1; 32]);
+    const FP: Fingerprint = Fingerprint::from_bytes([1; 64]);
 
     async fn claim(store: &MemoryStore, i: usize) -> Result<LockToken, StoreError> {
         let token = LockToken::generate();
