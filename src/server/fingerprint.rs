@@ -284,6 +284,38 @@ mod tests {
     }
 
     #[test]
+    fn cookie_values_are_read_by_exact_name() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; session=s1;x_session=no"),
+        );
+        headers.append(header::COOKIE, HeaderValue::from_static(" session = s2 ;b"));
+        let values: Vec<&[u8]> = cookie_values(&headers, "session").collect();
+        assert_eq!(values, [&b"s1"[..], b"s2"]);
+        assert_eq!(
+            cookie_values(&headers, "b").count(),
+            0,
+            "a pair needs a value"
+        );
+        assert_eq!(
+            cookie_values(&headers, "a").collect::<Vec<_>>(),
+            [&b"1"[..]]
+        );
+    }
+
+    #[test]
+    fn key_hashes_are_short_stable_and_never_the_key() {
+        let key = RecordKey::new("idem", "", "order-7f3a");
+        let hash = key_hash(&key);
+        assert_eq!(hash.len(), 16);
+        assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(hash, key_hash(&RecordKey::new("idem", "", "order-7f3a")));
+        assert_ne!(hash, key_hash(&RecordKey::new("idem", "", "order-7f3b")));
+        assert!(!hash.contains("7f3a"));
+    }
+
+    #[test]
     fn body_bytes_cannot_pose_as_a_header() {
         let a = Req {
             method: Method::POST,

@@ -82,11 +82,43 @@ mod tests {
         assert_eq!(validate(b"\"\""), Err(KeyError::Empty));
         assert_eq!(validate(b""), Err(KeyError::Empty));
         assert_eq!(validate(b"\"a\\\"b\""), Err(KeyError::BadCharacter));
+        assert_eq!(
+            validate(b"\"a\"b\""),
+            Err(KeyError::BadCharacter),
+            "a bare quote inside"
+        );
+        assert_eq!(
+            validate(b"\"a\\b\""),
+            Err(KeyError::BadCharacter),
+            "a backslash inside"
+        );
         assert_eq!(validate(&[b'k'; 255]).map(str::len), Ok(255));
         assert_eq!(validate(&[b'k'; 256]), Err(KeyError::TooLong));
         assert_eq!(validate(b"has space"), Err(KeyError::BadCharacter));
         assert_eq!(validate(b"tab\there"), Err(KeyError::BadCharacter));
         assert_eq!(validate("clé".as_bytes()), Err(KeyError::BadCharacter));
+    }
+
+    #[test]
+    fn each_refusal_says_what_is_wrong() {
+        let all = [
+            KeyError::Missing,
+            KeyError::Repeated,
+            KeyError::Empty,
+            KeyError::TooLong,
+            KeyError::BadCharacter,
+        ];
+        let details: std::collections::HashSet<_> = all.iter().map(|e| e.detail()).collect();
+        assert_eq!(details.len(), all.len(), "each detail is its own");
+        for (err, word) in all.iter().zip([
+            "requires",
+            "more than once",
+            "empty",
+            "255",
+            "visible ASCII",
+        ]) {
+            assert!(err.detail().contains(word), "{err:?}: {}", err.detail());
+        }
     }
 
     #[test]
@@ -101,6 +133,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+        /// Fuzzing the key parser: any bytes are accepted exactly when valid, never a panic.
         #[test]
         fn accepted_keys_are_exactly_the_valid_ones(raw in proptest::collection::vec(any::<u8>(), 0..300)) {
             let valid = !raw.is_empty() && raw.len() <= MAX_KEY_LEN && raw.iter().all(|b| (0x21..=0x7e).contains(b));

@@ -271,10 +271,35 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(10_000))]
+        /// Fuzzing the decoder: arbitrary bytes never panic, in either decoder.
         #[test]
-        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
             let _ = decode(&bytes);
             let _ = decode_shared(&Bytes::from(bytes));
+        }
+
+        /// Fuzzing near valid input: a real record with bytes overwritten, cut or
+        /// appended decodes to a record or a `Corrupt` error, never a panic, and both
+        /// decoders agree.
+        #[test]
+        fn mutated_records_never_panic(
+            edits in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 0..8),
+            cut in proptest::option::of(proptest::num::usize::ANY),
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..8),
+        ) {
+            let mut bytes = encode(&sample());
+            for (at, byte) in edits {
+                let at = at % bytes.len();
+                bytes[at] = byte;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut % (bytes.len() + 1));
+            }
+            bytes.extend_from_slice(&tail);
+            let copied = decode(&bytes).map_err(|e| e.kind());
+            let shared = decode_shared(&Bytes::from(bytes)).map_err(|e| e.kind());
+            proptest::prop_assert_eq!(copied, shared);
         }
 
         #[test]

@@ -10,7 +10,6 @@ use super::{
     StoreError, StoreErrorKind, StoredResponse,
 };
 
-/// The record format version written in each row's `version` column.
 /// The record format version in each row (2: a 64-byte fingerprint, request and caller
 /// digests).
 const VERSION: i16 = 2;
@@ -25,7 +24,7 @@ const SWEEP_BATCH: i64 = 10_000;
 /// ```sql
 /// CREATE TABLE idempotency_records (
 ///     key         text        PRIMARY KEY,  -- {namespace}:{scope length}:{scope}:{key}
-///     fingerprint bytea       NOT NULL,     -- SHA-256 of the request
+///     fingerprint bytea       NOT NULL,     -- request and caller SHA-256 digests
 ///     token       bytea,                    -- lock token, while in flight
 ///     response    bytea,                    -- encoded response, once completed
 ///     version     smallint    NOT NULL,     -- record format version

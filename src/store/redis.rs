@@ -99,8 +99,8 @@ impl Scripts {
 /// A store in Redis, for many instances behind a load balancer (feature `redis`).
 ///
 /// Each record is one hash under the record key (`{namespace}:{scope length}:{scope}:{key}`,
-/// e.g. `idem:0::order-7f3a`) with the fields `v` (format version), `fp` (the 32-byte
-/// fingerprint), `tok` (the 16-byte lock token, while in flight) and `resp` (the encoded
+/// e.g. `idem:0::order-7f3a`) with the fields `v` (format version), `fp` (the 64-byte
+/// fingerprint: request and caller digests), `tok` (the 16-byte lock token, while in flight) and `resp` (the encoded
 /// response, once completed). Records expire by Redis TTL: the lease while in flight,
 /// the record TTL once completed. Every operation is one Lua script on one key, so each is
 /// atomic and works on Redis Cluster. A replay costs one round trip; a fresh request two

@@ -378,6 +378,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn size_and_emptiness_are_reported_as_held() {
+        let store = MemoryStore::new();
+        assert!(store.is_empty());
+        assert_eq!(store.bytes(), 0);
+        let token = claim(&store, 0).await.unwrap();
+        assert!(!store.is_empty());
+        assert_eq!(store.bytes(), record_size(key(0).as_str(), None));
+        let reply = response(300);
+        store.complete(&key(0), &token, &reply, TTL).await.unwrap();
+        let encoded = codec::encode_shared(&reply);
+        assert_eq!(store.bytes(), record_size(key(0).as_str(), Some(&encoded)));
+        assert!(store.bytes() > 300 + state::PER_RECORD);
+        let debug = format!("{store:?}");
+        assert!(
+            debug.contains("records: 1") && debug.contains("max_bytes"),
+            "{debug}"
+        );
+        store.release(&key(0), &token).await.unwrap_err();
+        assert!(!store.is_empty(), "a completed record is not released");
+    }
+
+    #[test]
+    fn a_far_future_duration_lands_far_in_the_future() {
+        let now = Instant::now();
+        let far = later(now, Duration::MAX);
+        assert!(far >= now + Duration::from_secs(99 * 365 * 24 * 60 * 60));
+        assert_eq!(
+            later(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+    }
+
+    #[tokio::test]
     async fn a_store_with_room_keeps_every_record() {
         let store = MemoryStore::builder()
             .eviction(Eviction::LeastRecentlyUsed)
