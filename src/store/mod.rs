@@ -103,7 +103,7 @@ mod record;
 
 pub(crate) mod codec;
 
-#[cfg(feature = "test-util")]
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 
 #[cfg(feature = "postgres")]

@@ -384,11 +384,12 @@ mod tests {
         assert_eq!(store.bytes(), 0);
         let token = claim(&store, 0).await.unwrap();
         assert!(!store.is_empty());
-        assert_eq!(store.bytes(), record_size(key(0).as_str(), None));
+        let key_len = key(0).as_str().len();
+        assert_eq!(store.bytes(), state::PER_RECORD + key_len);
         let reply = response(300);
         store.complete(&key(0), &token, &reply, TTL).await.unwrap();
         let encoded = codec::encode_shared(&reply);
-        assert_eq!(store.bytes(), record_size(key(0).as_str(), Some(&encoded)));
+        assert_eq!(store.bytes(), state::PER_RECORD + key_len + encoded.len());
         assert!(store.bytes() > 300 + state::PER_RECORD);
         let debug = format!("{store:?}");
         assert!(
@@ -554,5 +555,66 @@ mod tests {
         assert_eq!(kept.status, StatusCode::CREATED);
         assert_eq!(kept.body, None);
         assert!(store.bytes() <= 2 * 1024);
+        assert_eq!(store.stats().bodies_dropped, 1);
+    }
+
+    #[tokio::test]
+    async fn a_response_that_just_fits_is_kept_whole() {
+        let reply = response(1000);
+        let encoded = codec::encode_shared(&reply);
+        let exact = state::PER_RECORD + key(0).as_str().len() + encoded.len();
+        let store = MemoryStore::builder().max_bytes(exact).build();
+        let token = claim(&store, 0).await.unwrap();
+        store.complete(&key(0), &token, &reply, TTL).await.unwrap();
+        assert_eq!(
+            store.bytes(),
+            exact,
+            "the in-flight record's bytes are replaced, not added"
+        );
+        assert_eq!(store.stats().bodies_dropped, 0);
+        let record = store.get(&key(0)).await.unwrap().unwrap();
+        assert_eq!(record.state, RecordState::Completed(reply));
+    }
+
+    #[tokio::test]
+    async fn by_default_a_scope_may_hold_a_quarter_of_the_store() {
+        let store = MemoryStore::builder().max_bytes(64 * 1024).build();
+        for i in 0.. {
+            let key = RecordKey::new("t", "one", &format!("k{i}"));
+            let token = LockToken::generate();
+            if store.begin(&key, &FP, &token, LEASE).await.is_err() {
+                break;
+            }
+            store
+                .complete(&key, &token, &response(100), TTL)
+                .await
+                .unwrap();
+        }
+        let held = store.bytes();
+        assert!(
+            held <= 16 * 1024 && held > 12 * 1024,
+            "the scope held {held} bytes"
+        );
+    }
+
+    #[test]
+    fn the_per_record_overhead_covers_the_store_structures() {
+        use std::mem::size_of;
+        let slot = size_of::<(std::sync::Arc<str>, state::Entry)>();
+        let indices = size_of::<((Instant, u64), std::sync::Arc<str>)>()
+            + size_of::<(u64, std::sync::Arc<str>)>();
+        assert!(state::PER_RECORD >= slot + indices, "{}", state::PER_RECORD);
+        assert!(
+            state::PER_RECORD <= 2 * (slot + indices),
+            "{}",
+            state::PER_RECORD
+        );
+    }
+
+    /// The conformance suite, in the library's own tests too (so mutation testing of the
+    /// memory store runs it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_memory_store_passes_the_conformance_suite() {
+        crate::store::conformance::run_all(&MemoryStore::new()).await;
     }
 }
