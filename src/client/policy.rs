@@ -152,6 +152,12 @@ mod tests {
         let conflict = Bytes::from_static(br#"{"type":"urn:tower-idempotency:problem:conflict"}"#);
         let busy = Bytes::from_static(br#"{"type":"urn:tower-idempotency:problem:in-progress"}"#);
         assert!(!in_progress(&HeaderMap::new(), &conflict));
+        let other =
+            Bytes::from_static(br#"{"type":"urn:tower-idempotency:problem:other-credentials"}"#);
+        assert!(
+            !in_progress(&HeaderMap::new(), &other),
+            "never retried: new credentials would not help"
+        );
         assert!(in_progress(&HeaderMap::new(), &busy));
         let mut headers = HeaderMap::new();
         headers.insert(header::RETRY_AFTER, "1".parse().unwrap());

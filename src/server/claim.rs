@@ -12,7 +12,7 @@ use super::{
     choices::HandlerFailure, outcome::Outcome, problem::Problem, record::to_record, shared::Shared,
 };
 use crate::store::{
-    IdempotencyStore, LockToken, RecordKey, StoreError, StoreErrorKind, StoredResponse,
+    IdempotencyStore, LockToken, RecordKey, RecordState, StoreError, StoreErrorKind, StoredResponse,
 };
 
 /// The first pause between two tries of a store write that failed; it doubles up to
@@ -29,6 +29,8 @@ pub(crate) struct Claim<St: IdempotencyStore> {
     token: LockToken,
     span: Span,
     settled: bool,
+    /// The handler has run to its end: never release on drop.
+    ran: bool,
 }
 
 impl<St: IdempotencyStore> Claim<St> {
@@ -45,6 +47,7 @@ impl<St: IdempotencyStore> Claim<St> {
             token,
             span,
             settled: false,
+            ran: false,
         }
     }
 
@@ -122,25 +125,44 @@ impl<St: IdempotencyStore> Claim<St> {
         self.shared.finish(&self.span, outcome, response)
     }
 
-    /// Runs `work` while renewing the lease every third of a lease period.
+    /// Runs `work` while renewing the lease: a third of a lease after the last renewal
+    /// that was sent and succeeded, and, after a failure, again soon, each try bounded by
+    /// what is left of the lease (not only the store timeout), so that one slow renewal
+    /// cannot outlast the lease it should extend.
     pub(crate) async fn renewing<F: Future>(&self, work: F) -> F::Output {
         let shared = &self.shared;
         let lease = shared.config.lease;
         let renew = async {
+            let mut renewed_at = tokio::time::Instant::now();
             loop {
-                tokio::time::sleep(lease / 3).await;
-                let renewed = shared
-                    .timed(shared.store.renew(&self.key, &self.token, lease))
-                    .await;
-                match renewed {
-                    Ok(()) => {}
-                    Err(err) if err.kind() == StoreErrorKind::Fenced => {
-                        tracing::warn!(parent: &self.span, "lease lost while the request ran; its result will not be recorded");
-                        return std::future::pending().await;
+                tokio::time::sleep_until(renewed_at + lease / 3).await;
+                let mut pause = FIRST_PAUSE;
+                loop {
+                    let sent = tokio::time::Instant::now();
+                    let left = (renewed_at + lease).saturating_duration_since(sent);
+                    // Half of what is left, so that a second try still fits in the lease.
+                    let bound = shared.config.store_timeout.min((left / 2).max(FIRST_PAUSE));
+                    let renewed = tokio::time::timeout(
+                        bound,
+                        shared.store.renew(&self.key, &self.token, lease),
+                    )
+                    .await
+                    .unwrap_or_else(|_| Err(StoreError::from_kind(StoreErrorKind::Timeout)));
+                    match renewed {
+                        Ok(()) => {
+                            renewed_at = sent;
+                            break;
+                        }
+                        Err(err) if err.kind() == StoreErrorKind::Fenced => {
+                            tracing::warn!(parent: &self.span, "lease lost while the request ran; its result will not be recorded");
+                            return std::future::pending().await;
+                        }
+                        Err(err) => {
+                            tracing::warn!(parent: &self.span, error = %err, "could not renew the lease; trying again");
+                        }
                     }
-                    Err(err) => {
-                        tracing::warn!(parent: &self.span, error = %err, "could not renew the lease; trying again");
-                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_PAUSE);
                 }
             }
         };
@@ -151,15 +173,18 @@ impl<St: IdempotencyStore> Claim<St> {
         }
     }
 
-    /// A claim that takes over this one's duty; this one is left settled.
+    /// A claim that takes over this one's duty; this one is left settled. The handler
+    /// has run, so the new one never releases the key, even if its task is cancelled.
     fn hand_off(&mut self) -> Self {
         self.settled = true;
-        Self::new(
+        let mut handoff = Self::new(
             Arc::clone(&self.shared),
             self.key.clone(),
             self.token,
             self.span.clone(),
-        )
+        );
+        handoff.ran = true;
+        handoff
     }
 
     /// Retries the completion until it is stored, the claim is lost, or the retry period
@@ -169,15 +194,26 @@ impl<St: IdempotencyStore> Claim<St> {
         let until = tokio::time::Instant::now() + shared.config.completion_retry;
         let ttl = shared.config.ttl;
         let last = self
-            .renewing(retry_until(until, || {
+            .renewing(retry_until(until, Until::Fenced, || {
                 shared.timed(shared.store.complete(&self.key, &self.token, &record, ttl))
             }))
             .await;
         self.settled = true;
         match last {
             Ok(()) => tracing::info!(parent: &self.span, "recorded the response after retrying"),
+            // Fenced after a failed try: that try may have landed, its reply lost. Then
+            // the record is completed, and nothing was lost.
+            Err(err) if err.kind() == StoreErrorKind::Fenced && self.is_completed().await => {
+                tracing::info!(parent: &self.span, "the response was recorded by an earlier try");
+            }
             Err(err) => self.lost(&err),
         }
+    }
+
+    /// Whether the key holds a completed record now.
+    async fn is_completed(&self) -> bool {
+        let read = self.shared.timed(self.shared.store.get(&self.key)).await;
+        matches!(read, Ok(Some(record)) if matches!(record.state, RecordState::Completed(_)))
     }
 
     /// Logs and counts a response that could not be stored.
@@ -187,10 +223,20 @@ impl<St: IdempotencyStore> Claim<St> {
     }
 }
 
-/// Tries `write` until it succeeds, fails with [`StoreErrorKind::Fenced`], or `until`
-/// passes, pausing between tries; returns the last result.
+/// When [`retry_until`] stops trying, besides success and the deadline.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Until {
+    /// Also on [`StoreErrorKind::Fenced`]: the claim is not ours (any more).
+    Fenced,
+    /// Not on `Fenced`: a claim whose `begin` may still reach the store after us.
+    Deadline,
+}
+
+/// Tries `write` until it succeeds, `until` passes, or (with [`Until::Fenced`]) it is
+/// fenced, pausing between tries; returns the last result.
 pub(crate) async fn retry_until<F, Fut>(
     until: tokio::time::Instant,
+    stop: Until,
     mut write: F,
 ) -> Result<(), StoreError>
 where
@@ -202,7 +248,9 @@ where
         let result = write().await;
         match &result {
             Ok(()) => return result,
-            Err(err) if err.kind() == StoreErrorKind::Fenced => return result,
+            Err(err) if stop == Until::Fenced && err.kind() == StoreErrorKind::Fenced => {
+                return result
+            }
             Err(_) if tokio::time::Instant::now() + pause > until => return result,
             Err(_) => {}
         }
@@ -211,9 +259,9 @@ where
     }
 }
 
-/// Releases a claim in the background, retrying within one lease (after which it frees
-/// by itself): for a claim dropped unsettled, or one whose reply was lost.
-pub(crate) fn release_in_background<St: IdempotencyStore>(
+/// Releases a claim dropped unsettled, in the background, retrying within one lease
+/// (after which it frees by itself).
+fn release_in_background<St: IdempotencyStore>(
     shared: Arc<Shared<St>>,
     key: RecordKey,
     token: LockToken,
@@ -223,7 +271,32 @@ pub(crate) fn release_in_background<St: IdempotencyStore>(
     };
     runtime.spawn(async move {
         let until = tokio::time::Instant::now() + shared.config.lease;
-        let _ = retry_until(until, || shared.timed(shared.store.release(&key, &token))).await;
+        let _ = retry_until(until, Until::Fenced, || {
+            shared.timed(shared.store.release(&key, &token))
+        })
+        .await;
+    });
+}
+
+/// Releases a claim whose `begin` failed or was abandoned: it may have landed, or may
+/// still land (a slow statement in a pool), so a fenced release is tried again, for up to
+/// twice the store timeout (within a lease). Releasing with this token can only ever
+/// free this request's own claim.
+pub(crate) fn clean_up_lost_claim<St: IdempotencyStore>(
+    shared: Arc<Shared<St>>,
+    key: RecordKey,
+    token: LockToken,
+) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let window = (shared.config.store_timeout * 2).min(shared.config.lease);
+        let until = tokio::time::Instant::now() + window;
+        let _ = retry_until(until, Until::Deadline, || {
+            shared.timed(shared.store.release(&key, &token))
+        })
+        .await;
     });
 }
 
@@ -231,6 +304,11 @@ impl<St: IdempotencyStore> Drop for Claim<St> {
     fn drop(&mut self) {
         self.shared.in_flight.leave();
         if self.settled {
+            return;
+        }
+        if self.ran {
+            // The handler ran: the key stays in flight until its lease ends.
+            self.lost(&StoreError::from_kind(StoreErrorKind::Unavailable));
             return;
         }
         self.shared.record(&self.span, Outcome::Released);

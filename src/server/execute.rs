@@ -52,11 +52,14 @@ enum Ran<B: http_body::Body> {
 }
 
 /// Whether the inner service's response says "not done, release": a transient status, or
-/// the refusal of a nested idempotency layer on another store (an in-progress `409` there
-/// must not be recorded here and replayed after the request finished).
+/// the answer of a nested idempotency layer on another store that did not run the
+/// handler (an in-progress `409` there must not be recorded here and replayed after the
+/// request finished; a replay there is that store's to give).
 fn released<B>(config: &super::config::Config, response: &Response<B>) -> Option<Outcome> {
     match response.extensions().get::<Outcome>() {
-        Some(Outcome::Fresh | Outcome::HandlerFailed) | None => {}
+        // The handler ran: under the nested layer's claim, after its failure, or
+        // unprotected by a nested fail-open layer (its 503 refusal is transient anyway).
+        Some(Outcome::Fresh | Outcome::HandlerFailed | Outcome::StoreError) | None => {}
         Some(&nested) => return Some(nested),
     }
     config

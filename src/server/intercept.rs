@@ -10,7 +10,7 @@ use super::{
     body::{RequestBody, ResponseBody},
     bounds::{InBody, Inner, OutBody},
     buffer::buffer_request,
-    claim::release_in_background,
+    claim::clean_up_lost_claim,
     execute::execute,
     fingerprint::{self, Credentials},
     key::{self, KeyError},
@@ -22,6 +22,13 @@ use super::{
 use crate::store::{
     Begin, Fingerprint, IdempotencyStore, LockToken, RecordKey, StoreError, StoreErrorKind,
 };
+
+/// Marks a request an idempotency layer has intercepted, with the token it claims with:
+/// a nested layer claims with the same token, so that on the same store it recognises the
+/// outer claim as its own (and passes the request on), while on another store it still
+/// protects the route.
+#[derive(Clone, Copy)]
+pub(crate) struct Guarded(pub(crate) LockToken);
 
 /// Who claims the key: the token this layer minted, or the one an outer layer claimed
 /// with (`nested`), so a layer on the same store recognises the outer claim as its own.
@@ -77,7 +84,17 @@ where
     let record_key = RecordKey::new(&config.namespace, &scope, &key);
 
     let token = claimant.token;
-    match claim(&shared, &record_key, &fingerprint, &token).await {
+    let begun = {
+        // Until the store answers, a claim may have landed without our knowing: if the
+        // answer is an error, or never comes (the client went away), release it.
+        let cleanup = LostClaim::arm(&shared, &record_key, claimant);
+        let begun = claim(&shared, &record_key, &fingerprint, &token).await;
+        if begun.is_ok() {
+            cleanup.disarm();
+        }
+        begun
+    };
+    match begun {
         // An outer layer on this store holds the claim for this very request: it records.
         Ok(Begin::OwnClaim) if claimant.nested => {
             let req = Request::from_parts(parts, RequestBody::buffered(body));
@@ -120,9 +137,19 @@ where
             tracing::error!(parent: &span, error = %err, key_hash = %fingerprint::key_hash(&record_key), "the store holds a record it cannot read; answering 500");
             Ok(shared.refuse(&span, Problem::RecordUnreadable))
         }
-        Err(err) if config.fail_open => {
+        // Fail open on an outage only: a full store is not one, and running every new key
+        // unprotected under a flood would let their retries run again.
+        Err(err)
+            if config.fail_open
+                && matches!(
+                    err.kind(),
+                    StoreErrorKind::Unavailable | StoreErrorKind::Timeout
+                ) =>
+        {
             tracing::warn!(parent: &span, error = %err, "idempotency store failed; running the request unprotected (fail open)");
-            abandon(&shared, record_key, claimant);
+            let mut parts = parts;
+            // Inner layers must not claim with the token whose claim is being cleaned up.
+            parts.extensions.remove::<Guarded>();
             let req = Request::from_parts(parts, RequestBody::buffered(body));
             let response = inner.call(req).await?;
             Ok(shared.finish(
@@ -133,19 +160,36 @@ where
         }
         Err(err) => {
             tracing::error!(parent: &span, error = %err, "idempotency store failed; answering 503");
-            abandon(&shared, record_key, claimant);
             Ok(shared.refuse(&span, Problem::StoreUnavailable))
         }
     }
 }
 
-/// A claim that failed may still have landed (the store ran it, its reply was lost):
-/// release it in the background, so that the client's retry runs rather than finds its
-/// own dead claim in flight for a whole lease. Not when nested: the token is the outer
-/// layer's, and releasing could free the outer claim.
-fn abandon<St: IdempotencyStore>(shared: &Arc<Shared<St>>, key: RecordKey, claimant: Claimant) {
-    if !claimant.nested {
-        release_in_background(Arc::clone(shared), key, claimant.token);
+/// A claim that failed may still have landed (the store ran it, its reply was lost, or the
+/// client went away while it was on the wire): dropped armed, this releases it in the
+/// background, so that the client's retry runs rather than finds its own dead claim in
+/// flight for a whole lease. Never armed when nested: the token is the outer layer's.
+struct LostClaim<'a, St: IdempotencyStore> {
+    armed: Option<(&'a Arc<Shared<St>>, &'a RecordKey, LockToken)>,
+}
+
+impl<'a, St: IdempotencyStore> LostClaim<'a, St> {
+    fn arm(shared: &'a Arc<Shared<St>>, key: &'a RecordKey, claimant: Claimant) -> Self {
+        Self {
+            armed: (!claimant.nested).then_some((shared, key, claimant.token)),
+        }
+    }
+
+    fn disarm(mut self) {
+        self.armed = None;
+    }
+}
+
+impl<St: IdempotencyStore> Drop for LostClaim<'_, St> {
+    fn drop(&mut self) {
+        if let Some((shared, key, token)) = self.armed.take() {
+            clean_up_lost_claim(Arc::clone(shared), key.clone(), token);
+        }
     }
 }
 

@@ -24,9 +24,12 @@ use crate::store::IdempotencyStore;
 /// [crate docs](crate) for the whole flow and the defaults.
 ///
 /// Layers nest: a route-level layer (say, one that requires a key) inside a router-wide
-/// one works as expected. The outermost layer that intercepts a request handles it, and
-/// inner idempotency layers pass that request on untouched; a request the outer layer
-/// passed through (no key, or another method) is still seen by the inner one.
+/// one works as expected. An inner layer on the same store and namespace recognises the
+/// outer layer's claim and passes the request on; an inner layer on another store (say,
+/// a shared Redis for the payment route, inside a per-instance `MemoryStore`) claims and
+/// records in its own store too, so the route stays protected across instances. A
+/// request the outer layer passed through (no key, or another method) is still seen by
+/// the inner one.
 ///
 /// ```
 /// use std::time::Duration;
@@ -214,7 +217,9 @@ impl<St> IdempotencyLayer<St> {
     /// (and log a warning) instead of answering `503` (default
     /// [`FAIL_OPEN`](crate::defaults::FAIL_OPEN): fail closed). A
     /// retry during an outage can then run twice: enable only for routes where a duplicate
-    /// is cheaper than an outage.
+    /// is cheaper than an outage. Only an outage (unreachable, timed out) runs
+    /// unprotected: a full store, a record it cannot read, or a configuration error is
+    /// answered as without fail-open.
     #[must_use]
     pub fn fail_open(self, fail_open: bool) -> Self {
         self.with(|c| c.fail_open = fail_open)

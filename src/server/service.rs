@@ -15,17 +15,10 @@ use tracing::Instrument;
 use super::{
     body::{RequestBody, ResponseBody},
     future::ResponseFuture,
-    intercept::{intercept, Claimant},
+    intercept::{intercept, Claimant, Guarded},
     shared::Shared,
 };
 use crate::store::{IdempotencyStore, LockToken};
-
-/// Marks a request an idempotency layer has intercepted, with the token it claims with:
-/// a nested layer claims with the same token, so that on the same store it recognises the
-/// outer claim as its own (and passes the request on), while on another store it still
-/// protects the route.
-#[derive(Clone, Copy)]
-struct Guarded(LockToken);
 
 /// The middleware service built by [`IdempotencyLayer`](crate::IdempotencyLayer).
 ///

@@ -299,6 +299,34 @@ async fn a_renewal_that_fails_once_keeps_the_claim() {
     assert_eq!(counter.runs(), 1);
 }
 
+/// A renewal that hangs (a slow store, the store timeout far longer than the lease) is
+/// given up in time to try again within the lease: the claim never lapses under the
+/// running handler.
+#[tokio::test]
+async fn a_slow_renewal_does_not_outlast_the_lease() {
+    let store = FaultyStore::new(MemoryStore::new());
+    Faults::arm(&store.faults.slow_renewals, 1);
+    let layer = IdempotencyLayer::new(store)
+        .lease(Duration::from_secs(1))
+        .unwrap();
+    let (app, counter) = app(layer);
+    let key = unique("renew-slow");
+    let started = counter.started.notified();
+    let first = tokio::spawn({
+        let app = app.clone();
+        let key = key.clone();
+        async move { send(&app, post_with_key("/slow", &key, "")).await }
+    });
+    started.await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    send(&app, post_with_key("/slow", &key, ""))
+        .await
+        .assert_problem(StatusCode::CONFLICT, "in-progress");
+    counter.gate.add_permits(1);
+    assert_eq!(first.await.unwrap().status, StatusCode::CREATED);
+    assert_eq!(counter.runs(), 1);
+}
+
 /// Row "graceful shutdown": a handler that outlived its client is waited for, within a
 /// deadline, and its record is complete when the wait ends.
 #[tokio::test]
@@ -471,4 +499,47 @@ async fn a_flood_from_one_caller_never_makes_another_callers_retry_run_again() {
     assert_eq!(stats.evicted, 0);
     assert_eq!(stats.refused_claims, refused);
     assert!(stats.bodies_dropped >= 1, "the big response, at least");
+}
+
+/// A nested fail-open layer whose store is down runs the handler unprotected: the outer
+/// layer, on a healthy store, must record that run, not release it.
+#[tokio::test]
+async fn an_outer_layer_records_what_a_nested_fail_open_layer_ran() {
+    let down = FaultyStore::new(MemoryStore::new());
+    Faults::arm(&down.faults.lost_begin_replies, usize::MAX);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let app = slow_router(Arc::clone(&runs), Duration::ZERO)
+        .layer(IdempotencyLayer::new(down).fail_open(true))
+        .layer(IdempotencyLayer::new(MemoryStore::new()));
+    let key = unique("nested-fail-open");
+    let first = send(&app, post_with_key("/pay", &key, "")).await;
+    assert_eq!(
+        (first.status, first.outcome),
+        (StatusCode::CREATED, Some(Outcome::Fresh))
+    );
+    let retry = send(&app, post_with_key("/pay", &key, "")).await;
+    assert!(
+        retry.replayed(),
+        "the outer layer recorded the unprotected run"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// Fail-open is for outages: a full store refuses (503) and runs nothing, even then.
+#[tokio::test]
+async fn fail_open_never_runs_a_request_the_full_memory_store_refused() {
+    let store = MemoryStore::builder().max_entries(1).build();
+    let (app, counter) = app(IdempotencyLayer::new(store).fail_open(true));
+    let started = counter.started.notified();
+    let held = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, post_with_key("/slow", "held", "")).await }
+    });
+    started.await;
+    send(&app, post_with_key("/orders", "another", ""))
+        .await
+        .assert_problem(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable");
+    assert_eq!(counter.runs(), 1, "only the held request ran");
+    counter.gate.add_permits(1);
+    assert_eq!(held.await.unwrap().status, StatusCode::CREATED);
 }

@@ -24,6 +24,8 @@ pub(crate) struct Faults {
     pub(crate) lost_begin_replies: AtomicUsize,
     /// `renew` fails without writing.
     pub(crate) failing_renewals: AtomicUsize,
+    /// `renew` hangs for a long time (a slow store, not a dead one) before it writes.
+    pub(crate) slow_renewals: AtomicUsize,
     /// How many `complete` calls reached the wrapper.
     pub(crate) completes: AtomicUsize,
 }
@@ -101,6 +103,9 @@ impl<S: IdempotencyStore> IdempotencyStore for FaultyStore<S> {
     ) -> Result<(), StoreError> {
         if Faults::fire(&self.faults.failing_renewals) {
             return Err(blip());
+        }
+        if Faults::fire(&self.faults.slow_renewals) {
+            tokio::time::sleep(Duration::from_secs(10)).await;
         }
         self.inner.renew(key, token, lease).await
     }

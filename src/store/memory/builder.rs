@@ -24,8 +24,9 @@ pub enum Eviction {
 pub(super) struct Limits {
     pub(super) max_bytes: usize,
     pub(super) max_entries: usize,
-    /// The most bytes the records of one non-empty scope may hold.
+    /// The most bytes and records one non-empty scope may hold.
     pub(super) max_scope_bytes: usize,
+    pub(super) max_scope_entries: usize,
     pub(super) eviction: Eviction,
 }
 
@@ -36,6 +37,7 @@ pub struct MemoryStoreBuilder {
     pub(super) max_bytes: usize,
     pub(super) max_entries: usize,
     pub(super) max_scope_bytes: Option<usize>,
+    pub(super) max_scope_entries: Option<usize>,
     pub(super) eviction: Eviction,
 }
 
@@ -63,6 +65,13 @@ impl MemoryStoreBuilder {
         self
     }
 
+    /// The most records one scope may hold, for the same reason (default: a quarter of
+    /// [`max_entries`](Self::max_entries)).
+    pub fn max_scope_entries(mut self, max_scope_entries: usize) -> Self {
+        self.max_scope_entries = Some(max_scope_entries);
+        self
+    }
+
     /// What the store may evict when full (default [`Eviction::ExpiredOnly`]). See
     /// [`Eviction`] for the trade-off between availability and a second run.
     pub fn eviction(mut self, eviction: Eviction) -> Self {
@@ -79,6 +88,7 @@ impl MemoryStoreBuilder {
                     max_bytes: self.max_bytes,
                     max_entries: self.max_entries,
                     max_scope_bytes: self.max_scope_bytes.unwrap_or(self.max_bytes / 4),
+                    max_scope_entries: self.max_scope_entries.unwrap_or(self.max_entries / 4),
                     eviction: self.eviction,
                 },
             }),

@@ -36,12 +36,14 @@ use super::{
 ///
 /// **Fair shares.** With a [`scope`](crate::IdempotencyLayer::scope) configured, the records
 /// of one scope may hold at most [`max_scope_bytes`](MemoryStoreBuilder::max_scope_bytes)
-/// (a quarter of the store by default): a caller that floods the store is refused before
+/// and [`max_scope_entries`](MemoryStoreBuilder::max_scope_entries) (a quarter of the
+/// store by default): a caller that floods the store is refused before
 /// anyone else is. [`stats`](Self::stats) counts refusals and evictions.
 ///
 /// A response that does not fit when it is recorded (the handler has run) is kept
 /// without its body, so its retry gets "processed, response not stored" rather than a
-/// second run.
+/// second run; that body-less record is kept even if it takes the store (or the scope)
+/// a few dozen bytes past its bound.
 ///
 /// ```
 /// use tower_idempotency::{store::Eviction, MemoryStore};
@@ -106,6 +108,7 @@ impl MemoryStore {
             max_bytes: Self::DEFAULT_MAX_BYTES,
             max_entries: Self::DEFAULT_MAX_ENTRIES,
             max_scope_bytes: None,
+            max_scope_entries: None,
             eviction: Eviction::default(),
         }
     }
@@ -594,6 +597,33 @@ mod tests {
         assert!(
             held <= 16 * 1024 && held > 12 * 1024,
             "the scope held {held} bytes"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_scope_cannot_take_every_entry_either() {
+        let store = MemoryStore::builder().max_entries(40).build();
+        let mut held = 0;
+        while store
+            .begin(
+                &RecordKey::new("t", "greedy", &format!("k{held}")),
+                &FP,
+                &LockToken::generate(),
+                LEASE,
+            )
+            .await
+            .is_ok()
+        {
+            held += 1;
+        }
+        assert_eq!(held, 10, "a quarter of the entries");
+        let other = RecordKey::new("t", "modest", "k");
+        assert_eq!(
+            store
+                .begin(&other, &FP, &LockToken::generate(), LEASE)
+                .await
+                .unwrap(),
+            Begin::Claimed
         );
     }
 

@@ -27,11 +27,18 @@ pub(super) struct State {
     by_deadline: BTreeMap<(Instant, u64), Arc<str>>,
     /// Completed records by last use, oldest first.
     by_use: BTreeMap<u64, Arc<str>>,
-    /// The bytes of each non-empty scope's records.
-    by_scope: HashMap<Box<str>, usize>,
+    /// What each non-empty scope's records hold.
+    by_scope: HashMap<Box<str>, Held>,
     pub(super) bytes: usize,
     clock: u64,
     pub(super) stats: Counts,
+}
+
+/// The bytes and records one scope holds.
+#[derive(Debug, Clone, Copy, Default)]
+struct Held {
+    bytes: usize,
+    records: usize,
 }
 
 /// What the store did to stay within its bounds.
@@ -127,7 +134,7 @@ impl State {
         let shared_key: Arc<str> = Arc::from(key);
         self.by_deadline
             .insert((deadline, id), Arc::clone(&shared_key));
-        self.charge(key, partition, size as isize);
+        self.charge(key, partition, size as isize, 1);
         self.records.insert(
             shared_key,
             Entry {
@@ -157,7 +164,7 @@ impl State {
                 .expect("indexed"),
         );
         self.by_use.insert(used, shared_key);
-        self.charge(key, partition, size as isize - old as isize);
+        self.charge(key, partition, size as isize - old as isize, 0);
         self.set_deadline(key, deadline);
     }
 
@@ -167,7 +174,7 @@ impl State {
         if matches!(entry.phase, Phase::Completed(_)) {
             self.by_use.remove(&entry.used);
         }
-        self.charge(key, entry.partition, -(entry.size as isize));
+        self.charge(key, entry.partition, -(entry.size as isize), -1);
         Some(entry)
     }
 
@@ -181,32 +188,35 @@ impl State {
         self.by_deadline.insert((deadline, entry.id), shared_key);
     }
 
-    /// Adds `delta` bytes to the store's count and to the scope's.
-    fn charge(&mut self, key: &str, partition: usize, delta: isize) {
+    /// Adds `delta` bytes and `records` records to the store's count and to the scope's.
+    fn charge(&mut self, key: &str, partition: usize, delta: isize, records: isize) {
         self.bytes = self.bytes.checked_add_signed(delta).expect("byte count");
         if partition == 0 {
             return;
         }
         let scope = &key[..partition];
-        match self.by_scope.get_mut(scope) {
-            Some(bytes) => {
-                *bytes = bytes.checked_add_signed(delta).expect("scope byte count");
-                if *bytes == 0 {
-                    self.by_scope.remove(scope);
-                }
-            }
-            None => {
-                let bytes = usize::try_from(delta).expect("a new scope starts with a charge");
-                self.by_scope.insert(scope.into(), bytes);
-            }
+        let held = self.by_scope.entry(scope.into()).or_default();
+        held.bytes = held
+            .bytes
+            .checked_add_signed(delta)
+            .expect("scope byte count");
+        held.records = held
+            .records
+            .checked_add_signed(records)
+            .expect("scope record count");
+        if held.records == 0 {
+            self.by_scope.remove(scope);
         }
     }
 
-    fn scope_bytes(&self, key: &str, partition: usize) -> usize {
+    fn scope_held(&self, key: &str, partition: usize) -> Held {
         if partition == 0 {
-            return 0;
+            return Held::default();
         }
-        self.by_scope.get(&key[..partition]).copied().unwrap_or(0)
+        self.by_scope
+            .get(&key[..partition])
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Makes room for `extra` more bytes and `extra_entries` more records, in the store
@@ -225,8 +235,10 @@ impl State {
         loop {
             let store_full = self.bytes + extra > limits.max_bytes
                 || self.records.len() + extra_entries > limits.max_entries;
-            let scope_full =
-                partition > 0 && self.scope_bytes(key, partition) + extra > limits.max_scope_bytes;
+            let scope = self.scope_held(key, partition);
+            let scope_full = partition > 0
+                && (scope.bytes + extra > limits.max_scope_bytes
+                    || scope.records + extra_entries > limits.max_scope_entries);
             if !store_full && !scope_full {
                 return true;
             }
