@@ -538,6 +538,94 @@ mod tests {
             store.get(&key(1)).await.unwrap().is_some(),
             "live completed one stayed"
         );
+        assert_eq!(store.stats().expired, 1);
+        assert_eq!(store.stats().evicted, 0);
+    }
+
+    #[tokio::test]
+    async fn lru_eviction_spares_the_record_replayed_last() {
+        let store = MemoryStore::builder()
+            .max_entries(2)
+            .eviction(Eviction::LeastRecentlyUsed)
+            .build();
+        for i in 0..2 {
+            let token = claim(&store, i).await.unwrap();
+            store
+                .complete(&key(i), &token, &response(1), TTL)
+                .await
+                .unwrap();
+        }
+        // Key 0 is older, but replayed now: key 1 is the least recently used.
+        store
+            .begin(&key(0), &FP, &LockToken::generate(), LEASE)
+            .await
+            .unwrap();
+        claim(&store, 2).await.unwrap();
+        assert!(
+            store.get(&key(0)).await.unwrap().is_some(),
+            "replayed one stayed"
+        );
+        assert!(
+            store.get(&key(1)).await.unwrap().is_none(),
+            "unused one went"
+        );
+        assert_eq!(store.stats().evicted, 1);
+    }
+
+    #[tokio::test]
+    async fn the_bounds_are_inclusive() {
+        // Exactly two in-flight records fit in bytes and entries; a third does not.
+        let one = state::PER_RECORD + key(0).as_str().len();
+        let store = MemoryStore::builder()
+            .max_bytes(2 * one)
+            .max_entries(2)
+            .build();
+        claim(&store, 0).await.unwrap();
+        claim(&store, 1).await.unwrap();
+        assert!(claim(&store, 2).await.is_err());
+        let scoped = |i: usize| RecordKey::new("t", "s", &format!("key-{i}"));
+        let per_scope = state::PER_RECORD + scoped(0).as_str().len();
+        let store = MemoryStore::builder()
+            .max_scope_bytes(2 * per_scope)
+            .max_scope_entries(2)
+            .build();
+        for i in 0..2 {
+            let key = scoped(i);
+            assert_eq!(
+                store
+                    .begin(&key, &FP, &LockToken::generate(), LEASE)
+                    .await
+                    .unwrap(),
+                Begin::Claimed
+            );
+        }
+        assert!(store
+            .begin(&scoped(2), &FP, &LockToken::generate(), LEASE)
+            .await
+            .is_err());
+        assert_eq!(store.stats().refused_claims, 1);
+    }
+
+    #[tokio::test]
+    async fn an_in_flight_claim_answers_only_its_own_token() {
+        let store = MemoryStore::new();
+        let token = claim(&store, 0).await.unwrap();
+        let other = LockToken::generate();
+        assert_eq!(
+            store
+                .renew(&key(0), &other, LEASE)
+                .await
+                .unwrap_err()
+                .kind(),
+            StoreErrorKind::Fenced
+        );
+        assert_eq!(
+            store.release(&key(0), &other).await.unwrap_err().kind(),
+            StoreErrorKind::Fenced
+        );
+        store.renew(&key(0), &token, LEASE).await.unwrap();
+        store.release(&key(0), &token).await.unwrap();
+        assert!(store.is_empty());
     }
 
     #[tokio::test]
