@@ -51,6 +51,12 @@ impl<St: IdempotencyStore> Claim<St> {
         }
     }
 
+    /// Notes that the handler has answered: dropped unsettled from now on (a panic while
+    /// recording), the claim keeps the key in flight rather than release it.
+    pub(crate) fn mark_ran(&mut self) {
+        self.ran = true;
+    }
+
     /// What the layer shares.
     pub(crate) fn shared(&self) -> &Shared<St> {
         &self.shared
@@ -203,17 +209,18 @@ impl<St: IdempotencyStore> Claim<St> {
             Ok(()) => tracing::info!(parent: &self.span, "recorded the response after retrying"),
             // Fenced after a failed try: that try may have landed, its reply lost. Then
             // the record is completed, and nothing was lost.
-            Err(err) if err.kind() == StoreErrorKind::Fenced && self.is_completed().await => {
+            Err(err) if err.kind() == StoreErrorKind::Fenced && self.holds(&record).await => {
                 tracing::info!(parent: &self.span, "the response was recorded by an earlier try");
             }
             Err(err) => self.lost(&err),
         }
     }
 
-    /// Whether the key holds a completed record now.
-    async fn is_completed(&self) -> bool {
+    /// Whether the key holds `record` now: an earlier try of ours landed. (Another run's
+    /// record, after the lease lapsed, is a loss to count.)
+    async fn holds(&self, record: &StoredResponse) -> bool {
         let read = self.shared.timed(self.shared.store.get(&self.key)).await;
-        matches!(read, Ok(Some(record)) if matches!(record.state, RecordState::Completed(_)))
+        matches!(read, Ok(Some(held)) if held.state == RecordState::Completed(record.clone()))
     }
 
     /// Logs and counts a response that could not be stored.

@@ -36,15 +36,22 @@ pub const MAX_REQUEST_BODY: usize = 2 * 1024 * 1024;
 /// The largest response body recorded: 1 MiB.
 pub const MAX_RESPONSE_BODY: usize = 1024 * 1024;
 
-/// The headers whose values enter the caller's digest: `authorization`, `x-api-key`.
-/// Not `cookie`: a browser's retry usually carries changed cookies (analytics, a
-/// refreshed session); name the cookies that identify the caller with
-/// [`FINGERPRINT_COOKIES`] instead.
-pub const FINGERPRINT_HEADERS: [HeaderName; 2] =
-    [header::AUTHORIZATION, HeaderName::from_static("x-api-key")];
+/// The headers whose values enter the caller's digest: `authorization`, `cookie`,
+/// `x-api-key`: whatever may identify the caller, so that by default no caller is ever
+/// shown another's response. A browser's retry often carries changed cookies (analytics,
+/// a refreshed session); it is then refused as `other-credentials` (never told to use a
+/// new key). Name the cookies that identify the caller with
+/// [`fingerprint_cookies`](crate::IdempotencyLayer::fingerprint_cookies) so that the
+/// others do not count.
+pub const FINGERPRINT_HEADERS: [HeaderName; 3] = [
+    header::AUTHORIZATION,
+    header::COOKIE,
+    HeaderName::from_static("x-api-key"),
+];
 
-/// The cookies whose values enter the caller's digest: none.
-pub const FINGERPRINT_COOKIES: [&str; 0] = [];
+/// Whether the authority (the host a request was sent to) is part of the request
+/// digest: yes, so that another virtual host never gets this one's replay.
+pub const FINGERPRINT_AUTHORITY: bool = true;
 
 /// The prefix of the layer's records: `idem`.
 pub const NAMESPACE: &str = "idem";
@@ -112,7 +119,6 @@ mod tests {
     fn the_readme_table_shows_the_constants() {
         let code = |s: StatusCode| s.as_u16().to_string();
         let name = |h: &HeaderName| h.as_str().to_owned();
-        assert!(FINGERPRINT_COOKIES.is_empty(), "the README says none");
         let rows = [
             ("HEADER_NAME", format!("`{}`", HEADER_NAME.as_str())),
             ("METHODS", list(&METHODS, Method::to_string)),
@@ -123,7 +129,10 @@ mod tests {
             ("MAX_REQUEST_BODY", mib(MAX_REQUEST_BODY)),
             ("MAX_RESPONSE_BODY", mib(MAX_RESPONSE_BODY)),
             ("FINGERPRINT_HEADERS", list(&FINGERPRINT_HEADERS, name)),
-            ("FINGERPRINT_COOKIES", "none".to_owned()),
+            (
+                "FINGERPRINT_AUTHORITY",
+                yes_no(FINGERPRINT_AUTHORITY).to_owned(),
+            ),
             ("NAMESPACE", format!("`{NAMESPACE}`")),
             ("FAIL_OPEN", format!("{} (503)", yes_no(FAIL_OPEN))),
             (

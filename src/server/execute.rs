@@ -107,6 +107,8 @@ where
         }
         Ok(Ok(Ran::Read(parts, read))) => (parts, read),
     };
+    // The handler has answered: from here on, nothing may release the key.
+    claim.mark_ran();
     let body = match read {
         ReadResponse::Complete { body, trailers } => {
             claim

@@ -26,12 +26,18 @@ fn field_lowercase(sink: &mut impl FnMut(&[u8]), bytes: &[u8]) {
 }
 
 /// The authority a request was sent to: the URI's (HTTP/2, absolute-form), else the
-/// `Host` header (HTTP/1.1 origin-form), else empty.
+/// `Host` header (HTTP/1.1 origin-form), else empty; without a default port (`:80`,
+/// `:443`) or a trailing dot, which name the same host.
 fn authority<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> &'a [u8] {
-    match uri.authority() {
+    let raw = match uri.authority() {
         Some(authority) => authority.as_str().as_bytes(),
-        None => headers.get(header::HOST).map_or(&[], |v| v.as_bytes()),
-    }
+        None => headers.get(header::HOST).map_or(&b""[..], |v| v.as_bytes()),
+    };
+    let host = raw
+        .strip_suffix(b":443")
+        .or_else(|| raw.strip_suffix(b":80"))
+        .unwrap_or(raw);
+    host.strip_suffix(b".").unwrap_or(host)
 }
 
 /// Feeds the framed request to `sink`: every field length-prefixed, so two different
@@ -40,12 +46,18 @@ fn frame_request(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
+    with_authority: bool,
     body: &[u8],
     sink: &mut impl FnMut(&[u8]),
 ) {
     field(sink, method.as_str().as_bytes());
     // The authority is lower-cased: `Example.com` and `example.com` are one host.
-    field_lowercase(sink, authority(uri, headers));
+    let authority = if with_authority {
+        authority(uri, headers)
+    } else {
+        &[]
+    };
+    field_lowercase(sink, authority);
     field(
         sink,
         uri.path_and_query()
@@ -69,23 +81,29 @@ fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Ite
 }
 
 /// Feeds the framed caller to `sink`: the count of headers, then each header's count of
-/// values and the values; then the same for the named cookies.
+/// values and the values; then the same for the named cookies. With named cookies, the
+/// `Cookie` header itself is left out (an empty value list in its place).
 fn frame_caller(
     headers: &HeaderMap,
     fingerprint_headers: &[HeaderName],
-    fingerprint_cookies: &[String],
+    named_cookies: Option<&[String]>,
     sink: &mut impl FnMut(&[u8]),
 ) {
     sink(&(fingerprint_headers.len() as u64).to_be_bytes());
     for name in fingerprint_headers {
+        if named_cookies.is_some() && name == header::COOKIE {
+            sink(&0u64.to_be_bytes());
+            continue;
+        }
         let values = headers.get_all(name);
         sink(&(values.iter().count() as u64).to_be_bytes());
         for value in values {
             field(sink, value.as_bytes());
         }
     }
-    sink(&(fingerprint_cookies.len() as u64).to_be_bytes());
-    for name in fingerprint_cookies {
+    let named_cookies = named_cookies.unwrap_or_default();
+    sink(&(named_cookies.len() as u64).to_be_bytes());
+    for name in named_cookies {
         sink(&(cookie_values(headers, name).count() as u64).to_be_bytes());
         for value in cookie_values(headers, name) {
             field(sink, value);
@@ -97,7 +115,10 @@ fn frame_caller(
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Credentials<'a> {
     pub(crate) headers: &'a [HeaderName],
-    pub(crate) cookies: &'a [String],
+    /// `Some`: only these cookies, not the whole `Cookie` header.
+    pub(crate) cookies: Option<&'a [String]>,
+    /// Whether the authority enters the request digest.
+    pub(crate) authority: bool,
 }
 
 /// The fingerprint of a request.
@@ -109,9 +130,14 @@ pub(crate) fn compute(
     body: &[u8],
 ) -> Fingerprint {
     let mut request = Sha256::new();
-    frame_request(method, uri, headers, body, &mut |bytes| {
-        request.update(bytes)
-    });
+    frame_request(
+        method,
+        uri,
+        headers,
+        credentials.authority,
+        body,
+        &mut |bytes| request.update(bytes),
+    );
     let mut caller = Sha256::new();
     frame_caller(
         headers,
@@ -165,10 +191,10 @@ mod tests {
         let headers = headers(req);
         let uri: Uri = req.path.parse().unwrap();
         let (mut request, mut caller) = (Vec::new(), Vec::new());
-        frame_request(&req.method, &uri, &headers, &req.body, &mut |b| {
+        frame_request(&req.method, &uri, &headers, true, &req.body, &mut |b| {
             request.extend_from_slice(b)
         });
-        frame_caller(&headers, &names(), &[], &mut |b| {
+        frame_caller(&headers, &names(), None, &mut |b| {
             caller.extend_from_slice(b)
         });
         (request, caller)
@@ -209,8 +235,9 @@ mod tests {
 
     fn fingerprint(method: &Method, uri: &str, headers: &HeaderMap, body: &[u8]) -> Fingerprint {
         let credentials = Credentials {
-            headers: &[header::AUTHORIZATION],
-            cookies: &["session".to_owned()],
+            headers: &[header::AUTHORIZATION, header::COOKIE],
+            cookies: Some(&["session".to_owned()]),
+            authority: true,
         };
         compute(method, &uri.parse().unwrap(), headers, credentials, body)
     }
@@ -253,8 +280,12 @@ mod tests {
             b"{}",
         );
         assert_eq!(absolute.request(), a.request());
-        let upper = fingerprint(&Method::POST, "/orders", &host("A.Example"), b"{}");
-        assert_eq!(upper.request(), a.request());
+        for same in ["A.Example", "a.example.", "a.example:443", "a.example:80"] {
+            let other = fingerprint(&Method::POST, "/orders", &host(same), b"{}");
+            assert_eq!(other.request(), a.request(), "{same}");
+        }
+        let other_port = fingerprint(&Method::POST, "/orders", &host("a.example:8443"), b"{}");
+        assert_ne!(other_port.request(), a.request());
     }
 
     #[test]

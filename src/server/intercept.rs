@@ -67,7 +67,8 @@ where
     };
     let credentials = Credentials {
         headers: &config.fingerprint_headers,
-        cookies: &config.fingerprint_cookies,
+        cookies: config.fingerprint_cookies.as_deref(),
+        authority: config.fingerprint_authority,
     };
     let fingerprint = fingerprint::compute(
         &parts.method,

@@ -167,14 +167,26 @@ impl<St> IdempotencyLayer<St> {
         self.with(|c| c.fingerprint_headers = headers.into_iter().collect())
     }
 
-    /// The cookies whose values identify the caller, such as a session cookie (default
-    /// [`FINGERPRINT_COOKIES`](crate::defaults::FINGERPRINT_COOKIES): none). Only these
-    /// cookies enter the caller digest; others (analytics, preferences) may change between
-    /// a request and its retry without effect.
+    /// Fingerprints only these cookies of the `Cookie` header, such as the session
+    /// cookie, instead of the whole header (default: the whole header, when `cookie` is
+    /// among the [`fingerprint_headers`](Self::fingerprint_headers)). Other cookies
+    /// (analytics, preferences) may then change between a request and its retry without
+    /// effect. The named cookies count even if `cookie` is not among the headers.
     #[must_use]
     pub fn fingerprint_cookies<N: Into<String>>(self, names: impl IntoIterator<Item = N>) -> Self {
         let names = names.into_iter().map(Into::into).collect();
-        self.with(|c| c.fingerprint_cookies = names)
+        self.with(|c| c.fingerprint_cookies = Some(names))
+    }
+
+    /// Whether the authority (the URI's, else the `Host` header) is part of the request
+    /// digest (default [`FINGERPRINT_AUTHORITY`](crate::defaults::FINGERPRINT_AUTHORITY)).
+    /// It is lower-cased, a trailing dot and a default port (`:80`, `:443`) dropped. Turn
+    /// it off only when one caller reaches the service under several host names that may
+    /// change between a request and its retry (and the scope or credentials tell
+    /// callers apart).
+    #[must_use]
+    pub fn fingerprint_authority(self, fingerprint: bool) -> Self {
+        self.with(|c| c.fingerprint_authority = fingerprint)
     }
 
     /// The prefix of this layer's records (default [`NAMESPACE`](crate::defaults::NAMESPACE)), so that services sharing one

@@ -111,8 +111,8 @@ impl Problem {
                 "Request already processed; response not available",
                 format!(
                     "the request with this key was already processed with status {}, but its \
-                     response could not be kept (too large, or its body failed while it was \
-                     sent) and cannot be replayed; it will not run again",
+                     response could not be kept (too large, the store full, or its body failed \
+                     while it was sent) and cannot be replayed; it will not run again",
                     original.as_u16()
                 ),
                 None,

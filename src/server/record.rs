@@ -5,7 +5,10 @@ use http::{header, response::Parts, HeaderMap, HeaderName, HeaderValue, Response
 use http_body::Body;
 
 use super::body::ResponseBody;
-use crate::{protocol::IDEMPOTENT_REPLAYED, store::StoredResponse};
+use crate::{
+    protocol::IDEMPOTENT_REPLAYED,
+    store::{codec::MAX_HEADERS, StoredResponse},
+};
 
 /// Headers that describe one connection, not the response (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 6] = [
@@ -27,7 +30,7 @@ pub(crate) fn recordable_headers(headers: &HeaderMap, unstored: &[HeaderName]) -
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
-    let mut kept = HeaderMap::with_capacity(headers.len());
+    let mut kept = HeaderMap::with_capacity(headers.len().min(64));
     for (name, value) in headers {
         let drop = HOP_BY_HOP.contains(name)
             || name.as_str().starts_with("proxy-")
@@ -36,22 +39,34 @@ pub(crate) fn recordable_headers(headers: &HeaderMap, unstored: &[HeaderName]) -
             || named_by_connection
                 .iter()
                 .any(|n| n.eq_ignore_ascii_case(name.as_str()));
-        if !drop {
-            kept.append(name.clone(), value.clone());
+        // `try_append` cannot fail here (there are fewer than the input map holds).
+        if !drop && kept.try_append(name.clone(), value.clone()).is_err() {
+            break;
         }
     }
     kept
 }
 
 /// The record of a response whose body was read to `body` (`None`: too large to keep).
+/// A response with more headers than a record may hold is recorded without headers and
+/// body (its retry learns it ran, and it never runs again), rather than stored in a form
+/// no store could read back.
 pub(crate) fn to_record(
     parts: &Parts,
     body: Option<Bytes>,
     unstored: &[HeaderName],
 ) -> StoredResponse {
+    let headers = recordable_headers(&parts.headers, unstored);
+    if headers.len() > MAX_HEADERS {
+        return StoredResponse {
+            status: parts.status,
+            headers: HeaderMap::new(),
+            body: None,
+        };
+    }
     StoredResponse {
         status: parts.status,
-        headers: recordable_headers(&parts.headers, unstored),
+        headers,
         body,
     }
 }
@@ -93,5 +108,23 @@ mod tests {
         let kept = recordable_headers(&headers, &[header::SET_COOKIE]);
         let names: Vec<_> = kept.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["content-type", "location"]);
+    }
+
+    #[test]
+    fn a_response_with_more_headers_than_a_record_holds_is_kept_without_them() {
+        let mut response = Response::new(());
+        for i in 0..30_000 {
+            response
+                .headers_mut()
+                .append("x-many", HeaderValue::from_str(&i.to_string()).unwrap());
+        }
+        let (parts, ()) = response.into_parts();
+        let record = to_record(&parts, Some(Bytes::from_static(b"body")), &[]);
+        assert_eq!(record.status, parts.status);
+        assert!(record.headers.is_empty());
+        assert_eq!(
+            record.body, None,
+            "the retry learns it ran, never runs it again"
+        );
     }
 }

@@ -158,8 +158,9 @@ impl LockToken {
 
 impl fmt::Debug for LockToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Enough to tell two tokens apart in a log, not enough to forge one.
-        write!(f, "LockToken({:08x}…)", (self.0 >> 96) as u32)
+        // The per-process counter's low bits: enough to tell a process's tokens apart in
+        // a log, without the process's random half.
+        write!(f, "LockToken(…{:08x})", self.0 as u32)
     }
 }
 

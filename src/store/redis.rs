@@ -23,6 +23,7 @@ if t ~= 'hash' then return {-1, 'a ' .. t .. ' value'} end
 local r = redis.call('HMGET', KEYS[1], 'v', 'fp', 'tok', 'resp')
 if r[1] ~= ARGV[4] or not r[2] then return {-1, 'a hash of another format'} end
 if (not r[3]) == (not r[4]) then return {-1, 'a record neither in flight nor completed'} end
+if r[3] and string.len(r[3]) ~= 16 then return {-1, 'a record with a malformed token'} end
 if r[3] == ARGV[2] then return {4} end
 if r[2] ~= ARGV[1] then return {1, r[2]} end
 if r[4] then return {3, r[4]} end
@@ -38,6 +39,7 @@ if t ~= 'hash' then return {-1, 'a ' .. t .. ' value'} end
 local r = redis.call('HMGET', KEYS[1], 'v', 'fp', 'tok', 'resp')
 if r[1] ~= ARGV[1] or not r[2] then return {-1, 'a hash of another format'} end
 if (not r[3]) == (not r[4]) then return {-1, 'a record neither in flight nor completed'} end
+if r[3] and string.len(r[3]) ~= 16 then return {-1, 'a record with a malformed token'} end
 if r[4] then return {3, r[2], r[4]} end
 return {2, r[2]}
 ";

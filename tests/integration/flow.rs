@@ -241,3 +241,36 @@ async fn other_methods_and_keyless_requests_pass_through() {
     assert_eq!(counter.runs(), 2);
     assert!(metrics.snapshot().iter().all(|(_, n)| *n == 0));
 }
+
+/// Cookie sessions: by default the whole `Cookie` header identifies the caller, so another
+/// session never gets this one's response; with the session cookie named, a retry whose
+/// analytics cookie changed still replays.
+#[tokio::test]
+async fn cookie_sessions_never_share_a_response_and_named_cookies_replay() {
+    let with_cookie = |cookie: &str, key: &str| {
+        let mut request = post_with_key("/orders", key, "{\"item\":\"book\"}");
+        request
+            .headers_mut()
+            .insert("cookie", cookie.parse().unwrap());
+        request
+    };
+    let (app, counter) = app(IdempotencyLayer::new(MemoryStore::new()));
+    let key = unique("cookie-default");
+    let first = send(&app, with_cookie("session=alice; _ga=1", &key)).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let other_session = send(&app, with_cookie("session=bob; _ga=1", &key)).await;
+    other_session.assert_problem(StatusCode::CONFLICT, "other-credentials");
+    assert!(!other_session.replayed());
+    assert_eq!(counter.runs(), 1);
+
+    let layer = IdempotencyLayer::new(MemoryStore::new()).fingerprint_cookies(["session"]);
+    let (named, counter) = crate::support::app(layer);
+    let key = unique("cookie-named");
+    send(&named, with_cookie("session=alice; _ga=1", &key)).await;
+    let retry = send(&named, with_cookie("_ga=2; session=alice", &key)).await;
+    assert!(retry.replayed(), "only the session cookie counts");
+    send(&named, with_cookie("session=bob; _ga=1", &key))
+        .await
+        .assert_problem(StatusCode::CONFLICT, "other-credentials");
+    assert_eq!(counter.runs(), 1);
+}
