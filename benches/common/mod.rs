@@ -58,7 +58,13 @@ pub(crate) fn bare(commit: Duration) -> Router {
 
 /// The handler behind the layer on the in-memory store.
 pub(crate) fn layered(commit: Duration) -> Router {
-    bare(commit).layer(IdempotencyLayer::new(MemoryStore::new()))
+    // Millions of fresh keys fill the store: with the default policy it would then refuse
+    // them (a cheaper path, not the one measured), so evict as a long-running server
+    // whose records expire would.
+    let store = MemoryStore::builder()
+        .eviction(tower_idempotency::store::Eviction::LeastRecentlyUsed)
+        .build();
+    bare(commit).layer(IdempotencyLayer::new(store))
 }
 
 /// The handler behind a layer that does nothing: what any layer costs in axum (a boxed,

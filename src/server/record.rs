@@ -7,7 +7,7 @@ use http_body::Body;
 use super::body::ResponseBody;
 use crate::{
     protocol::IDEMPOTENT_REPLAYED,
-    store::{codec::MAX_HEADERS, StoredResponse},
+    store::{StoredResponse, MAX_HEADERS},
 };
 
 /// Headers that describe one connection, not the response (RFC 9110 §7.6.1).

@@ -1,6 +1,5 @@
-//! The versioned binary encoding of a [`StoredResponse`], shared by every store that
-//! ships with the crate (Redis and PostgreSQL keep these bytes; the memory store too, so
-//! its byte count is the real size of what it keeps).
+//! The versioned binary encoding of a [`StoredResponse`], shared by the stores that keep
+//! bytes (Redis, PostgreSQL).
 //!
 //! Format version 1, all integers big-endian:
 //!
@@ -20,7 +19,7 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use super::{StoreError, StoredResponse};
+use super::{record::MAX_HEADERS, StoreError, StoredResponse};
 
 /// The format version this release writes and reads.
 pub(crate) const FORMAT_VERSION: u8 = 1;
@@ -44,34 +43,13 @@ pub(crate) fn encode(response: &StoredResponse) -> Vec<u8> {
     out
 }
 
-/// The most headers a record may hold: far more than any response has, and far below
-/// what a `HeaderMap` can take, so a foreign value cannot make decoding panic.
-pub(crate) const MAX_HEADERS: usize = 4096;
-
-/// Decodes a record, copying its header values and body out of `bytes` (the remote
-/// stores read into buffers of their own).
-#[cfg(any(feature = "redis", feature = "postgres", test))]
+/// Decodes a record, copying its header values and body out of `bytes`.
 pub(crate) fn decode(bytes: &[u8]) -> Result<StoredResponse, StoreError> {
     parse(
         bytes,
         |range| HeaderValue::from_bytes(&bytes[range]).ok(),
         |range| Bytes::copy_from_slice(&bytes[range]),
     )
-}
-
-/// Decodes a record held as [`Bytes`], sharing them: header values and the body are
-/// slices of `bytes`, not copies (the memory store keeps records this way).
-pub(crate) fn decode_shared(bytes: &Bytes) -> Result<StoredResponse, StoreError> {
-    parse(
-        bytes,
-        |range| HeaderValue::from_maybe_shared(bytes.slice(range)).ok(),
-        |range| bytes.slice(range),
-    )
-}
-
-/// Encodes a record into [`Bytes`] of exactly its length.
-pub(crate) fn encode_shared(response: &StoredResponse) -> Bytes {
-    Bytes::from(encode(response).into_boxed_slice())
 }
 
 fn parse(
@@ -232,19 +210,6 @@ mod tests {
     }
 
     #[test]
-    fn shared_decoding_slices_instead_of_copying() {
-        let bytes = encode_shared(&sample());
-        let decoded = decode_shared(&bytes).unwrap();
-        assert_eq!(decoded, sample());
-        let body = decoded.body.unwrap();
-        let inside = bytes.as_ptr_range();
-        assert!(
-            inside.contains(&body.as_ptr()),
-            "the body is a slice of the record"
-        );
-    }
-
-    #[test]
     fn a_record_claiming_too_many_headers_is_refused_not_a_panic() {
         let mut bytes = vec![FORMAT_VERSION, 0, 200];
         let count = 40_000u32;
@@ -276,12 +241,10 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
             let _ = decode(&bytes);
-            let _ = decode_shared(&Bytes::from(bytes));
         }
 
         /// Fuzzing near valid input: a real record with bytes overwritten, cut or
-        /// appended decodes to a record or a `Corrupt` error, never a panic, and both
-        /// decoders agree.
+        /// appended decodes to a record or a `Corrupt` error, never a panic.
         #[test]
         fn mutated_records_never_panic(
             edits in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 0..8),
@@ -297,9 +260,9 @@ mod tests {
                 bytes.truncate(cut % (bytes.len() + 1));
             }
             bytes.extend_from_slice(&tail);
-            let copied = decode(&bytes).map_err(|e| e.kind());
-            let shared = decode_shared(&Bytes::from(bytes)).map_err(|e| e.kind());
-            proptest::prop_assert_eq!(copied, shared);
+            if let Err(err) = decode(&bytes) {
+                proptest::prop_assert_eq!(err.kind(), StoreErrorKind::Corrupt);
+            }
         }
 
         #[test]

@@ -101,7 +101,8 @@ mod error;
 mod memory;
 mod record;
 
-pub(crate) mod codec;
+#[cfg(any(feature = "redis", feature = "postgres", test))]
+mod codec;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
@@ -117,6 +118,7 @@ pub use self::error::{StoreError, StoreErrorKind};
 pub use self::memory::{Eviction, MemoryStats, MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresStore;
+pub(crate) use self::record::MAX_HEADERS;
 pub use self::record::{
     Begin, Fingerprint, LockToken, Record, RecordKey, RecordState, StoredResponse,
 };

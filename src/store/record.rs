@@ -164,6 +164,10 @@ impl fmt::Debug for LockToken {
     }
 }
 
+/// The most headers a record may hold: far more than any response has, and far below
+/// what a `HeaderMap` can take, so a foreign record cannot make decoding panic.
+pub(crate) const MAX_HEADERS: usize = 4096;
+
 /// A recorded response, as it is replayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {

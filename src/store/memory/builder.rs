@@ -42,7 +42,7 @@ pub struct MemoryStoreBuilder {
 }
 
 impl MemoryStoreBuilder {
-    /// The byte bound: the records' own bytes (encoded response, key, and the store's
+    /// The byte bound: the records' own bytes (response body and headers, key, and the store's
     /// per-record structures) (default [`MemoryStore::DEFAULT_MAX_BYTES`]).
     pub fn max_bytes(mut self, max_bytes: usize) -> Self {
         self.max_bytes = max_bytes;

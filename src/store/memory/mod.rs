@@ -13,18 +13,19 @@ use tokio::time::Instant;
 pub use self::builder::{Eviction, MemoryStoreBuilder};
 use self::{
     builder::Limits,
-    state::{record_size, Phase, State},
+    state::{compact, record_size, Phase, State},
 };
 use super::{
-    codec, Begin, Fingerprint, IdempotencyStore, LockToken, Record, RecordKey, RecordState,
-    StoreError, StoreErrorKind, StoredResponse,
+    Begin, Fingerprint, IdempotencyStore, LockToken, Record, RecordKey, RecordState, StoreError,
+    StoreErrorKind, StoredResponse,
 };
 
 /// The in-process store: the default, for one process, tests and the examples.
 ///
 /// Bounded by bytes and by entries (see [`MemoryStore::builder`]); the byte count is the
-/// records' real size (each response is kept encoded, in an allocation of exactly its
-/// length, plus the key and the store's per-record structures).
+/// records' real size (each body copied into an allocation of exactly its length, the
+/// headers into a map sized for them, plus the key and the store's per-record
+/// structures).
 ///
 /// **When it is full**, a new claim first evicts expired records. If that does not make
 /// room, the claim is refused ([`StoreErrorKind::CapacityExhausted`]: the layer answers
@@ -198,7 +199,7 @@ impl IdempotencyStore for MemoryStore {
             }
             let response = match &entry.phase {
                 Phase::InFlight(_) => return Ok(Begin::InProgress),
-                Phase::Completed(encoded) => codec::decode_shared(encoded)?,
+                Phase::Completed(response) => response.clone(),
             };
             state.touch(key.as_str());
             return Ok(Begin::Completed(response));
@@ -221,23 +222,23 @@ impl IdempotencyStore for MemoryStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let now = Instant::now();
-        let mut encoded = codec::encode_shared(response);
+        let mut kept = compact(response);
         let mut guard = self.lock();
         let state = &mut *guard;
         let held = state.owned(key.as_str(), token, now)?.size_now();
         let (key_str, partition) = (key.as_str(), partition(key));
-        let extra = record_size(key_str, Some(&encoded)).saturating_sub(held);
+        let extra = record_size(key_str, Some(&kept)).saturating_sub(held);
         if !state.make_room(&self.shared.limits, key_str, partition, extra, 0, now) {
             // No room for the body: keep the outcome without it, so a retry gets a clear
             // error instead of running again.
             state.stats.bodies_dropped += 1;
-            encoded = codec::encode_shared(&StoredResponse {
+            kept = StoredResponse {
                 status: response.status,
                 headers: http::HeaderMap::new(),
                 body: None,
-            });
+            };
         }
-        state.complete(key_str, encoded, later(now, ttl));
+        state.complete(key_str, kept, later(now, ttl));
         Ok(())
     }
 
@@ -270,7 +271,7 @@ impl IdempotencyStore for MemoryStore {
             fingerprint: entry.fingerprint,
             state: match &entry.phase {
                 Phase::InFlight(_) => RecordState::InFlight,
-                Phase::Completed(encoded) => RecordState::Completed(codec::decode_shared(encoded)?),
+                Phase::Completed(response) => RecordState::Completed(response.clone()),
             },
         }))
     }
@@ -391,8 +392,12 @@ mod tests {
         assert_eq!(store.bytes(), state::PER_RECORD + key_len);
         let reply = response(300);
         store.complete(&key(0), &token, &reply, TTL).await.unwrap();
-        let encoded = codec::encode_shared(&reply);
-        assert_eq!(store.bytes(), state::PER_RECORD + key_len + encoded.len());
+        let kept = compact(&reply);
+        assert_eq!(kept.body.as_ref().map(Bytes::len), Some(300));
+        let headers =
+            kept.headers.capacity() * std::mem::size_of::<(http::HeaderName, http::HeaderValue)>();
+        assert!(store.bytes() >= state::PER_RECORD + key_len + 300 + headers);
+        assert_eq!(store.bytes(), record_size(key(0).as_str(), Some(&kept)));
         assert!(store.bytes() > 300 + state::PER_RECORD);
         let debug = format!("{store:?}");
         assert!(
@@ -652,8 +657,7 @@ mod tests {
     #[tokio::test]
     async fn a_response_that_just_fits_is_kept_whole() {
         let reply = response(1000);
-        let encoded = codec::encode_shared(&reply);
-        let exact = state::PER_RECORD + key(0).as_str().len() + encoded.len();
+        let exact = record_size(key(0).as_str(), Some(&compact(&reply)));
         let store = MemoryStore::builder().max_bytes(exact).build();
         let token = claim(&store, 0).await.unwrap();
         store.complete(&key(0), &token, &reply, TTL).await.unwrap();

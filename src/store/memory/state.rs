@@ -8,13 +8,14 @@ use std::{
 };
 
 use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::time::Instant;
 
 use super::builder::{Eviction, Limits};
-use crate::store::{Fingerprint, LockToken, StoreError};
+use crate::store::{Fingerprint, LockToken, StoreError, StoredResponse};
 
 /// The bytes of the store's own structures per record, on top of the key and the
-/// encoded response: the map slot (hashbrown keeps one eighth free), the key's `Arc`
+/// response: the map slot (hashbrown keeps one eighth free), the key's `Arc`
 /// header, the two index entries (B-tree nodes are about two-thirds full).
 pub(super) const PER_RECORD: usize = size_of::<(Arc<str>, Entry)>() * 8 / 7
     + 2 * size_of::<usize>()
@@ -72,13 +73,33 @@ impl Entry {
 
 pub(super) enum Phase {
     InFlight(LockToken),
-    /// The encoded response (see `codec`), exactly as long as it needs to be.
-    Completed(Bytes),
+    /// The response, compacted by [`compact`]: replayed by a cheap clone.
+    Completed(StoredResponse),
 }
 
-/// The bytes one record holds.
-pub(super) fn record_size(key: &str, response: Option<&Bytes>) -> usize {
-    PER_RECORD + key.len() + response.map_or(0, Bytes::len)
+/// The bytes one header of a `HeaderMap` takes besides its name and value bytes: the
+/// entry (name, value, hash, links) and its index slot.
+const PER_HEADER: usize = size_of::<(HeaderName, HeaderValue)>() + 3 * size_of::<usize>();
+
+/// The response as the store keeps it: the body copied into an allocation of exactly its
+/// length (a handler's response buffer is often twice its length), the headers into a
+/// map sized for them.
+pub(super) fn compact(response: &StoredResponse) -> StoredResponse {
+    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    for (name, value) in &response.headers {
+        headers.append(name.clone(), value.clone());
+    }
+    StoredResponse {
+        status: response.status,
+        headers,
+        body: response.body.as_deref().map(Bytes::copy_from_slice),
+    }
+}
+
+/// The bytes one record holds: the store's structures, the key, and the response's
+/// header map and bytes.
+pub(super) fn record_size(key: &str, response: Option<&StoredResponse>) -> usize {
+    PER_RECORD + key.len() + response.map_or(0, |r| r.size() + r.headers.capacity() * PER_HEADER)
 }
 
 impl State {
@@ -150,7 +171,7 @@ impl State {
     }
 
     /// Turns the in-flight entry under `key` into a completed one holding `response`.
-    pub(super) fn complete(&mut self, key: &str, response: Bytes, deadline: Instant) {
+    pub(super) fn complete(&mut self, key: &str, response: StoredResponse, deadline: Instant) {
         let used = self.tick();
         let size = record_size(key, Some(&response));
         let entry = self.records.get_mut(key).expect("owned entry");
