@@ -1,6 +1,6 @@
 //! One tracing span per intercepted request, with its outcome; counters of the same.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::http::StatusCode;
 use tower_idempotency::{IdempotencyLayer, MemoryStore, Outcome};
@@ -12,9 +12,25 @@ use tracing_subscriber::{layer::Context, prelude::*, registry::LookupSpan, Layer
 
 use crate::support::{app, post_with_key, send, unique};
 
-/// Collects the outcome recorded on every `idempotency` span.
+/// Collects the outcome recorded on every `idempotency` span opened on the watched
+/// thread. It is the process's global subscriber: a thread-local one (`set_default`)
+/// races with other tests' threads over the callsites' cached interest, and can miss the
+/// spans.
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<Option<String>>>>);
+struct Spans {
+    outcomes: Arc<Mutex<Vec<Option<String>>>>,
+    watched: Arc<Mutex<Option<std::thread::ThreadId>>>,
+}
+
+/// The global collector, installed once.
+fn spans() -> &'static Spans {
+    static SPANS: OnceLock<Spans> = OnceLock::new();
+    SPANS.get_or_init(|| {
+        let spans = Spans::default();
+        tracing_subscriber::registry().with(spans.clone()).init();
+        spans
+    })
+}
 
 struct OutcomeVisitor<'a>(&'a mut Option<String>);
 
@@ -29,7 +45,8 @@ impl Visit for OutcomeVisitor<'_> {
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Spans {
     fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
-        if attrs.metadata().name() == "idempotency" {
+        let watched = *self.watched.lock().unwrap() == Some(std::thread::current().id());
+        if watched && attrs.metadata().name() == "idempotency" {
             ctx.span(id)
                 .unwrap()
                 .extensions_mut()
@@ -49,17 +66,16 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Spans {
         let span = ctx.span(&id).unwrap();
         let extensions = span.extensions();
         if let Some(outcome) = extensions.get::<Option<String>>() {
-            self.0.lock().unwrap().push(outcome.clone());
+            self.outcomes.lock().unwrap().push(outcome.clone());
         }
     }
 }
 
 #[tokio::test]
 async fn each_intercepted_request_gets_one_span_with_its_outcome() {
-    let spans = Spans::default();
-    let _guard = tracing_subscriber::registry()
-        .with(spans.clone())
-        .set_default();
+    // The test's own current-thread runtime: every span of its requests opens here.
+    let spans = spans();
+    *spans.watched.lock().unwrap() = Some(std::thread::current().id());
     let layer = IdempotencyLayer::new(MemoryStore::new());
     let metrics = layer.metrics();
     let (app, _) = app(layer);
@@ -75,7 +91,7 @@ async fn each_intercepted_request_gets_one_span_with_its_outcome() {
         .unwrap();
     assert_eq!(send(&app, passed).await.status, StatusCode::CREATED); // not intercepted
 
-    let recorded = spans.0.lock().unwrap().clone();
+    let recorded = spans.outcomes.lock().unwrap().clone();
     let expected = ["fresh", "replayed", "conflict", "invalid_key", "released"];
     assert_eq!(recorded, expected.map(|o| Some(o.to_owned())).to_vec());
     for (outcome, name) in [
