@@ -59,6 +59,21 @@ fn orders_binary() -> &'static std::path::Path {
 /// it: the authority is part of the fingerprint.
 const HOST: &str = "orders.test";
 
+/// A plain HTTP/1 client.
+fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// `POST /orders` to the process at `addr`, with `key` and the shared `Host`.
+fn order_request(addr: SocketAddr, key: &str, body: &str) -> Request<Full<Bytes>> {
+    Request::post(format!("http://{addr}/orders"))
+        .header("idempotency-key", key)
+        .header("host", HOST)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap()
+}
+
 /// One `orders` process, killed when dropped.
 pub(crate) struct Orders {
     child: Child,
@@ -103,14 +118,8 @@ impl Orders {
     }
 
     pub(crate) async fn post(&self, key: &str, body: &str) -> Answer {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        let request = Request::post(format!("http://{}/orders", self.addr))
-            .header("idempotency-key", key)
-            .header("host", HOST)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .unwrap();
-        read(client.request(request).await.expect("orders answers")).await
+        let request = order_request(self.addr, key, body);
+        read(client().request(request).await.expect("orders answers")).await
     }
 
     pub(crate) async fn order_count(&self) -> u64 {
@@ -180,13 +189,10 @@ pub(crate) async fn crashed_process_is_taken_over<B: Backend>(url: &str) {
     let first = tokio::spawn({
         let (addr, key) = (a.addr, key.clone());
         async move {
-            let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-            let request = Request::post(format!("http://{addr}/orders"))
-                .header("idempotency-key", key)
-                .header("host", HOST)
-                .body(Full::new(Bytes::from_static(body.as_bytes())))
-                .unwrap();
-            client.request(request).await.is_err()
+            client()
+                .request(order_request(addr, &key, body))
+                .await
+                .is_err()
         }
     });
     in_flight::<B>(url, &key).await;
@@ -270,13 +276,8 @@ pub(crate) async fn graceful_shutdown_finishes_the_write<B: Backend>(url: &str) 
     let gave_up = tokio::spawn({
         let (addr, key) = (a.addr, key.clone());
         async move {
-            let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-            let request = Request::post(format!("http://{addr}/orders"))
-                .header("idempotency-key", key)
-                .header("host", HOST)
-                .body(Full::new(Bytes::from_static(body.as_bytes())))
-                .unwrap();
-            tokio::time::timeout(Duration::from_millis(300), client.request(request))
+            let request = client().request(order_request(addr, &key, body));
+            tokio::time::timeout(Duration::from_millis(300), request)
                 .await
                 .is_err()
         }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue};
 use tokio::time::Instant;
 
 use super::builder::{Eviction, Limits};
@@ -82,16 +82,12 @@ pub(super) enum Phase {
 const PER_HEADER: usize = size_of::<(HeaderName, HeaderValue)>() + 3 * size_of::<usize>();
 
 /// The response as the store keeps it: the body copied into an allocation of exactly its
-/// length (a handler's response buffer is often twice its length), the headers into a
-/// map sized for them.
+/// length (a handler's response buffer is often twice its length). The headers are the
+/// layer's recorded map, already sized for them.
 pub(super) fn compact(response: &StoredResponse) -> StoredResponse {
-    let mut headers = HeaderMap::with_capacity(response.headers.len());
-    for (name, value) in &response.headers {
-        headers.append(name.clone(), value.clone());
-    }
     StoredResponse {
         status: response.status,
-        headers,
+        headers: response.headers.clone(),
         body: response.body.as_deref().map(Bytes::copy_from_slice),
     }
 }
