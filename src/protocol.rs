@@ -46,11 +46,14 @@ pub enum ProblemType {
     /// The server holds a record for this key that it cannot read: whether the request
     /// took effect is unknown, and it will not run with this key (`500`).
     RecordUnreadable,
+    /// The handler asked for the idempotency key, but no idempotency layer intercepted the
+    /// request (a mistake in the server's setup); nothing ran (`500`).
+    NotIntercepted,
 }
 
 impl ProblemType {
     /// Every problem type, in declaration order.
-    pub const ALL: [ProblemType; 10] = [
+    pub const ALL: [ProblemType; 11] = [
         Self::InvalidKey,
         Self::BodyTooLarge,
         Self::BodyUnreadable,
@@ -61,6 +64,7 @@ impl ProblemType {
         Self::ResponseNotStored,
         Self::OutcomeUnknown,
         Self::RecordUnreadable,
+        Self::NotIntercepted,
     ];
 
     /// The last segment of the `type` URI (`in-progress`, `conflict`, …).
@@ -76,6 +80,7 @@ impl ProblemType {
             Self::ResponseNotStored => "response-not-stored",
             Self::OutcomeUnknown => "outcome-unknown",
             Self::RecordUnreadable => "record-unreadable",
+            Self::NotIntercepted => "not-intercepted",
         }
     }
 

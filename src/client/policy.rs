@@ -109,7 +109,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(10_000))]
+        #![proptest_config(crate::proptest_config(10_000))]
         /// Any bytes a server may send as `Retry-After`: never a panic, never past the bound.
         #[test]
         fn any_retry_after_is_bounded_and_never_panics(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..40)) {

@@ -9,7 +9,8 @@ use http::{response::Parts, Response};
 use tracing::Span;
 
 use super::{
-    choices::HandlerFailure, outcome::Outcome, problem::Problem, record::to_record, shared::Shared,
+    choices::HandlerFailure, idempotency_key::IdempotencyKey, outcome::Outcome, problem::Problem,
+    record::to_record, shared::Shared,
 };
 use crate::store::{
     IdempotencyStore, LockToken, RecordKey, RecordState, StoreError, StoreErrorKind, StoredResponse,
@@ -31,6 +32,8 @@ pub(crate) struct Claim<St: IdempotencyStore> {
     settled: bool,
     /// The handler has run to its end: never release on drop.
     ran: bool,
+    /// The handler's key, through which it may complete the record itself.
+    handle: Option<IdempotencyKey>,
 }
 
 impl<St: IdempotencyStore> Claim<St> {
@@ -48,7 +51,26 @@ impl<St: IdempotencyStore> Claim<St> {
             span,
             settled: false,
             ran: false,
+            handle: None,
         }
+    }
+
+    /// Watches `handle`, through which the handler may complete the record in its own
+    /// transaction: the lease it then loses is no loss.
+    pub(crate) fn watching(mut self, handle: IdempotencyKey) -> Self {
+        self.handle = Some(handle);
+        self
+    }
+
+    /// The handler completed the record and committed: nothing is left to write.
+    pub(crate) fn settle_committed(&mut self) {
+        self.settled = true;
+        self.ran = true;
+    }
+
+    /// Whether the claim is settled.
+    pub(crate) fn is_settled(&self) -> bool {
+        self.settled
     }
 
     /// Notes that the handler has answered: dropped unsettled from now on (a panic while
@@ -160,7 +182,13 @@ impl<St: IdempotencyStore> Claim<St> {
                             break;
                         }
                         Err(err) if err.kind() == StoreErrorKind::Fenced => {
-                            tracing::warn!(parent: &self.span, "lease lost while the request ran; its result will not be recorded");
+                            let committed = self
+                                .handle
+                                .as_ref()
+                                .is_some_and(|handle| handle.completed().is_some());
+                            if !committed {
+                                tracing::warn!(parent: &self.span, "lease lost while the request ran; its result will not be recorded");
+                            }
                             return std::future::pending().await;
                         }
                         Err(err) => {

@@ -13,6 +13,8 @@ use super::{
     buffer::{read_response, ReadResponse},
     claim::Claim,
     detach::Detaching,
+    idempotency_key::{Completed, IdempotencyKey},
+    not_executed::NotExecuted,
     outcome::Outcome,
     shared::Shared,
 };
@@ -27,6 +29,7 @@ pub(crate) async fn execute<S, St, ReqBody, ResBody>(
     req: Request<RequestBody<ReqBody>>,
     key: RecordKey,
     token: LockToken,
+    handle: IdempotencyKey,
     span: Span,
 ) -> Result<Response<ResponseBody<ResBody>>, S::Error>
 where
@@ -36,7 +39,8 @@ where
     ResBody: OutBody,
 {
     let run_to_completion = shared.config.run_to_completion;
-    let work = run_and_record(inner, req, Claim::new(shared, key, token, span));
+    let claim = Claim::new(shared, key, token, span).watching(handle.clone());
+    let work = run_and_record(inner, req, claim, handle);
     if run_to_completion {
         Detaching::new(work.in_current_span()).await
     } else {
@@ -48,6 +52,8 @@ where
 enum Ran<B: http_body::Body> {
     /// Nothing to record: released and passed on as it streams, with this outcome.
     Release(Outcome, Response<B>),
+    /// The handler completed the record in its own transaction, and committed.
+    Committed(http::Extensions),
     Read(http::response::Parts, ReadResponse<B>),
 }
 
@@ -56,6 +62,9 @@ enum Ran<B: http_body::Body> {
 /// handler (an in-progress `409` there must not be recorded here and replayed after the
 /// request finished; a replay there is that store's to give).
 fn released<B>(config: &super::config::Config, response: &Response<B>) -> Option<Outcome> {
+    if NotExecuted::is_marked(response) {
+        return Some(Outcome::NotExecuted);
+    }
     match response.extensions().get::<Outcome>() {
         // The handler ran: under the nested layer's claim, after its failure, or
         // unprotected by a nested fail-open layer (its 503 refusal is transient anyway).
@@ -72,6 +81,7 @@ async fn run_and_record<S, St, ReqBody, ResBody>(
     mut inner: S,
     req: Request<RequestBody<ReqBody>>,
     mut claim: Claim<St>,
+    handle: IdempotencyKey,
 ) -> Result<Response<ResponseBody<ResBody>>, S::Error>
 where
     S: Inner<ReqBody, ResBody>,
@@ -81,6 +91,10 @@ where
     let config = Arc::clone(&claim.shared().config);
     let run = async {
         let response = inner.call(req).await?;
+        // A committed completion is what the store holds: it wins over the answer.
+        if handle.completed().is_some() {
+            return Ok(Ran::Committed(response.into_parts().0.extensions));
+        }
         if let Some(outcome) = released(&config, &response) {
             return Ok(Ran::Release(outcome, response));
         }
@@ -90,7 +104,13 @@ where
     };
     // A panic is caught to settle the claim (the write may have happened), then resumed.
     let ran = claim.renewing(AssertUnwindSafe(run).catch_unwind()).await;
+    // The handler committed the record, then failed: the record stands.
+    if let (Some(_), Err(_) | Ok(Err(_))) = (handle.completed(), &ran) {
+        claim.settle_committed();
+    }
     let (parts, read) = match ran {
+        Err(panic) if claim.is_settled() => std::panic::resume_unwind(panic),
+        Ok(Err(err)) if claim.is_settled() => return Err(err),
         Err(panic) => {
             let outcome = claim.fail().await;
             claim.note(outcome);
@@ -104,6 +124,11 @@ where
         Ok(Ok(Ran::Release(outcome, response))) => {
             claim.release().await;
             return Ok(claim.finish(outcome, response.map(ResponseBody::streaming)));
+        }
+        Ok(Ok(Ran::Committed(extensions))) => {
+            claim.settle_committed();
+            let completed = handle.completed().expect("committed").clone();
+            return Ok(claim.finish(Outcome::Fresh, answer(completed, extensions)));
         }
         Ok(Ok(Ran::Read(parts, read))) => (parts, read),
     };
@@ -132,4 +157,17 @@ where
         }
     };
     Ok(claim.finish(Outcome::Fresh, Response::from_parts(parts, body)))
+}
+
+/// The answer to a request whose handler committed `completed` as its record: exactly what
+/// was recorded, with the extensions of the handler's own answer.
+fn answer<B: http_body::Body>(
+    completed: Completed,
+    extensions: http::Extensions,
+) -> Response<ResponseBody<B>> {
+    let mut response = Response::new(ResponseBody::full(completed.body));
+    *response.status_mut() = completed.status;
+    *response.headers_mut() = completed.headers;
+    *response.extensions_mut() = extensions;
+    response
 }

@@ -221,7 +221,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #![proptest_config(crate::proptest_config(2000))]
         #[test]
         fn different_requests_never_share_an_encoding(a in req(), b in req()) {
             let same_request = a.method == b.method && a.host == b.host && a.path == b.path && a.body == b.body;

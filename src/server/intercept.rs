@@ -13,6 +13,7 @@ use super::{
     claim::clean_up_lost_claim,
     execute::execute,
     fingerprint::{self, Credentials},
+    idempotency_key::IdempotencyKey,
     key::{self, KeyError},
     outcome::Outcome,
     problem::Problem,
@@ -104,8 +105,16 @@ where
         }
         // Our own claim (a repeated begin whose first reply was lost counts too).
         Ok(Begin::Claimed | Begin::OwnClaim) => {
+            let mut parts = parts;
+            let handle = IdempotencyKey::new(
+                &key,
+                &scope,
+                record_key.clone(),
+                Some((token, Arc::clone(&shared.config))),
+            );
+            parts.extensions.insert(handle.clone());
             let req = Request::from_parts(parts, RequestBody::buffered(body));
-            execute(inner, shared, req, record_key, token, span).await
+            execute(inner, shared, req, record_key, token, handle, span).await
         }
         Ok(Begin::Completed(mut stored)) => Ok(match stored.body.take() {
             Some(body) => shared.finish(&span, Outcome::Replayed, replay(stored, body)),
@@ -151,6 +160,9 @@ where
             let mut parts = parts;
             // Inner layers must not claim with the token whose claim is being cleaned up.
             parts.extensions.remove::<Guarded>();
+            // The handler still gets its key, with no claim to complete.
+            let handle = IdempotencyKey::new(&key, &scope, record_key.clone(), None);
+            parts.extensions.insert(handle);
             let req = Request::from_parts(parts, RequestBody::buffered(body));
             let response = inner.call(req).await?;
             Ok(shared.finish(

@@ -133,7 +133,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(10_000))]
+        #![proptest_config(crate::proptest_config(10_000))]
         /// Fuzzing the key parser: any bytes are accepted exactly when valid, never a panic.
         #[test]
         fn accepted_keys_are_exactly_the_valid_ones(raw in proptest::collection::vec(any::<u8>(), 0..300)) {

@@ -15,30 +15,40 @@ mod bounds;
 mod buffer;
 mod choices;
 mod claim;
+mod completion;
 mod config;
 pub mod defaults;
 mod detach;
 mod execute;
 mod fingerprint;
 mod future;
+#[cfg(feature = "postgres")]
+pub(crate) mod handler_record;
+mod idempotency_key;
 mod in_flight;
 mod intercept;
 mod key;
 mod layer;
 pub mod limits;
+mod not_executed;
 mod outcome;
 mod problem;
 mod record;
 mod service;
 mod shared;
 
+#[cfg(feature = "axum")]
+pub(crate) use self::problem::{key_rejection, KeyRejectionKind};
 pub use self::{
     body::{RequestBody, ResponseBody},
     choices::{ConflictStatus, HandlerFailure},
+    completion::{CommitError, Committed},
     future::ResponseFuture,
+    idempotency_key::IdempotencyKey,
     in_flight::InFlight,
     layer::IdempotencyLayer,
     limits::ConfigError,
+    not_executed::NotExecuted,
     outcome::{Metrics, Outcome},
     service::Idempotency,
 };

@@ -60,11 +60,15 @@ pub enum Outcome {
     /// unknown, so the key was recorded as a `500` problem that says so, and a retry gets
     /// that answer rather than a second run.
     HandlerFailed,
+    /// The inner service said nothing was executed ([`NotExecuted`](crate::NotExecuted),
+    /// as the `axum` extractors' rejections do): the key was released and its answer not
+    /// recorded, so a corrected retry runs.
+    NotExecuted,
 }
 
 impl Outcome {
     /// All outcomes, in declaration order.
-    pub const ALL: [Outcome; 13] = [
+    pub const ALL: [Outcome; 14] = [
         Self::Fresh,
         Self::Replayed,
         Self::Conflict,
@@ -78,6 +82,7 @@ impl Outcome {
         Self::ResponseNotStored,
         Self::Released,
         Self::HandlerFailed,
+        Self::NotExecuted,
     ];
 
     /// The outcome's name as it appears in the tracing span (`fresh`, `replayed`, …).
@@ -96,6 +101,7 @@ impl Outcome {
             Self::ResponseNotStored => "response_not_stored",
             Self::Released => "released",
             Self::HandlerFailed => "handler_failed",
+            Self::NotExecuted => "not_executed",
         }
     }
 

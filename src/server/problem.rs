@@ -10,15 +10,26 @@ use crate::protocol::{ProblemType, PROBLEM_JSON};
 #[derive(Debug, Clone)]
 pub(crate) enum Problem {
     InvalidKey(KeyError),
-    BodyTooLarge { limit: usize },
+    BodyTooLarge {
+        limit: usize,
+    },
     BodyUnreadable,
-    Conflict { status: StatusCode },
-    OtherCredentials { status: StatusCode },
+    Conflict {
+        status: StatusCode,
+    },
+    OtherCredentials {
+        status: StatusCode,
+    },
     InProgress,
     StoreUnavailable,
-    ResponseNotStored { original: StatusCode },
+    ResponseNotStored {
+        original: StatusCode,
+    },
     OutcomeUnknown,
     RecordUnreadable,
+    /// The handler asked for a key no layer gave it (the `axum` extractor's rejection).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    NotIntercepted,
 }
 
 impl Problem {
@@ -34,6 +45,7 @@ impl Problem {
             Self::ResponseNotStored { .. } => Outcome::ResponseNotStored,
             Self::OutcomeUnknown => Outcome::HandlerFailed,
             Self::RecordUnreadable => Outcome::RecordUnreadable,
+            Self::NotIntercepted => Outcome::NotExecuted,
         }
     }
 
@@ -137,6 +149,16 @@ impl Problem {
                     .to_owned(),
                 None,
             ),
+            Self::NotIntercepted => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ProblemType::NotIntercepted,
+                "Idempotency layer missing",
+                "the server needs an idempotency key for this request, but no idempotency \
+                 layer handled it (a mistake in the server's setup); the request was not \
+                 processed"
+                    .to_owned(),
+                None,
+            ),
         };
         let mut body = serde_json::json!({
             "type": kind.uri(),
@@ -156,4 +178,24 @@ impl Problem {
         }
         response
     }
+}
+
+/// Why the handler's key extractor rejected a request.
+#[cfg(feature = "axum")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyRejectionKind {
+    /// The request has no key.
+    Missing,
+    /// It has one, but no idempotency layer intercepted it.
+    NotIntercepted,
+}
+
+/// The answer to a request whose handler asked for a key it was not given.
+#[cfg(feature = "axum")]
+pub(crate) fn key_rejection(kind: KeyRejectionKind) -> Response<Bytes> {
+    match kind {
+        KeyRejectionKind::Missing => Problem::InvalidKey(KeyError::Missing),
+        KeyRejectionKind::NotIntercepted => Problem::NotIntercepted,
+    }
+    .into_response()
 }

@@ -117,7 +117,7 @@ use std::{future::Future, time::Duration};
 pub use self::error::{StoreError, StoreErrorKind};
 pub use self::memory::{Eviction, MemoryStats, MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "postgres")]
-pub use self::postgres::PostgresStore;
+pub use self::postgres::{PgTransaction, PostgresStore};
 pub(crate) use self::record::MAX_HEADERS;
 pub use self::record::{
     Begin, Fingerprint, LockToken, Record, RecordKey, RecordState, StoredResponse,

@@ -5,3 +5,27 @@ mod memory {
         Some(tower_idempotency::MemoryStore::new())
     });
 }
+
+/// `PostgresStore` over an sqlx pool (its tokio-postgres pool is checked with the other
+/// backend tests).
+#[cfg(feature = "sqlx")]
+mod postgres_over_sqlx {
+    tower_idempotency::store_conformance_tests!(async {
+        let url = std::env::var("DATABASE_URL")
+            .ok()
+            .filter(|url| !url.is_empty())?;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(std::time::Duration::from_secs(2))
+            .connect(&url)
+            .await
+            .unwrap_or_else(|err| panic!("DATABASE_URL is set but {url} is unreachable: {err}"));
+        let store = tower_idempotency::store::PostgresStore::from_sqlx(
+            pool,
+            tower_idempotency::store::PostgresStore::DEFAULT_TABLE,
+        )
+        .unwrap();
+        store.migrate().await.unwrap();
+        Some(store)
+    });
+}

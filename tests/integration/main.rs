@@ -14,6 +14,8 @@ mod processes;
 mod proxy;
 #[cfg(feature = "redis")]
 mod redis_store;
+#[cfg(feature = "postgres")]
+mod transactional;
 
 #[cfg(feature = "client")]
 mod client;
@@ -25,5 +27,6 @@ mod failures;
 mod faults;
 mod faulty_store;
 mod flow;
+mod handler_key;
 mod keys_and_bodies;
 mod observability;

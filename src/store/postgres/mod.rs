@@ -3,11 +3,19 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use deadpool_postgres::{Manager, Pool, Runtime};
-use tokio_postgres::{types::ToSql, NoTls, Row};
+use tokio_postgres::NoTls;
 
+mod commit;
+mod pool;
 mod sql;
+#[cfg(feature = "sqlx")]
+mod with_sqlx;
 
-use self::sql::{valid_table_name, Statements, SWEEP_BATCH};
+pub use self::commit::PgTransaction;
+use self::{
+    pool::{Connections, Param, Row},
+    sql::{valid_table_name, Statements, SWEEP_BATCH},
+};
 use super::{
     codec, Begin, Fingerprint, IdempotencyStore, LockToken, Record, RecordKey, RecordState,
     StoreError, StoreErrorKind, StoredResponse,
@@ -51,16 +59,12 @@ const VERSION: i16 = 2;
 /// ```
 #[derive(Clone)]
 pub struct PostgresStore {
-    pool: Pool,
+    connections: Connections,
     sql: Arc<Statements>,
 }
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn unavailable(err: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::unavailable(err)
 }
 
 impl PostgresStore {
@@ -95,41 +99,55 @@ impl PostgresStore {
     /// A [`StoreErrorKind::Configuration`] error naming the table when its name is not
     /// valid.
     pub fn with_pool(pool: Pool, table: &str) -> Result<Self, StoreError> {
+        Self::over(Connections::Deadpool(pool), table)
+    }
+
+    fn over(connections: Connections, table: &str) -> Result<Self, StoreError> {
         if !valid_table_name(table) {
             return Err(StoreError::configuration(format!(
                 "invalid table name {table:?}: use lower-case letters, digits and underscores"
             )));
         }
         Ok(Self {
-            pool,
+            connections,
             sql: Arc::new(Statements::new(table)),
         })
+    }
+
+    /// The deadpool pool the store runs on, when it runs on one: the application may run
+    /// its own transactions on it (see [`complete_and_commit`](Self::complete_and_commit)).
+    pub fn pool(&self) -> Option<&Pool> {
+        match &self.connections {
+            Connections::Deadpool(pool) => Some(pool),
+            #[cfg(feature = "sqlx")]
+            Connections::Sqlx(_) => None,
+        }
+    }
+
+    /// The table the records are kept in.
+    pub fn table(&self) -> &str {
+        &self.sql.table
     }
 
     /// Creates the table and its index if they are missing. Safe to run from many
     /// instances at once (it serialises on an advisory lock).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut client = self.pool.get().await.map_err(unavailable)?;
         let table = &self.sql.table;
         let index = format!("{}_expires_at", table.replace('.', "_"));
-        let tx = client.transaction().await.map_err(unavailable)?;
-        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&table])
-            .await
-            .map_err(unavailable)?;
-        tx.batch_execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {table} (
+        let ddl = [
+            format!(
+                "CREATE TABLE IF NOT EXISTS {table} (
                 key         text        PRIMARY KEY,
                 fingerprint bytea       NOT NULL,
                 token       bytea,
                 response    bytea,
                 version     smallint    NOT NULL,
                 expires_at  timestamptz NOT NULL
-            );
-            CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at);"
-        ))
-        .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)
+            )"
+            ),
+            format!("CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at)"),
+        ];
+        self.connections.migrate(table, &ddl).await
     }
 
     /// Deletes expired rows, in batches, and returns how many it deleted.
@@ -162,26 +180,15 @@ impl PostgresStore {
         })
     }
 
-    async fn query(
-        &self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, StoreError> {
-        let client = self.pool.get().await.map_err(unavailable)?;
-        let statement = client.prepare_cached(sql).await.map_err(unavailable)?;
-        client.query(&statement, params).await.map_err(unavailable)
+    async fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
+        self.connections.query(sql, params).await
     }
 
-    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
-        let client = self.pool.get().await.map_err(unavailable)?;
-        let statement = client.prepare_cached(sql).await.map_err(unavailable)?;
-        client
-            .execute(&statement, params)
-            .await
-            .map_err(unavailable)
+    async fn execute(&self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
+        self.connections.execute(sql, params).await
     }
 
-    async fn fenced(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<(), StoreError> {
+    async fn fenced(&self, sql: &str, params: &[Param<'_>]) -> Result<(), StoreError> {
         match self.execute(sql, params).await? {
             0 => Err(StoreError::fenced()),
             _ => Ok(()),
@@ -227,12 +234,15 @@ fn decode_row(
     })
 }
 
-fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
-    row: &'a Row,
-    index: usize,
-) -> Result<T, StoreError> {
-    row.try_get(index)
-        .map_err(|err| StoreError::new(StoreErrorKind::Corrupt, err))
+/// A row of `get` (and the lost race of a claim, from `first`): fingerprint, response,
+/// version, token.
+fn record_at(row: &Row, first: usize) -> Result<Record, StoreError> {
+    decode_row(
+        row.bytes(first)?.unwrap_or_default(),
+        row.bytes(first + 1)?,
+        row.small(first + 2)?,
+        row.bytes(first + 3)?,
+    )
 }
 
 impl IdempotencyStore for PostgresStore {
@@ -245,20 +255,19 @@ impl IdempotencyStore for PostgresStore {
     ) -> Result<Begin, StoreError> {
         let token_bytes = token.to_bytes();
         let fp_bytes = fp.to_bytes();
-        let params: [&(dyn ToSql + Sync); 5] = [
-            &key.as_str(),
-            &&fp_bytes[..],
-            &&token_bytes[..],
-            &VERSION,
-            &millis(lease),
+        let params = [
+            Param::Text(key.as_str()),
+            Param::Bytes(&fp_bytes),
+            Param::Bytes(&token_bytes),
+            Param::Small(VERSION),
+            Param::Big(millis(lease)),
         ];
         // A row inserted by another transaction after this statement's snapshot is neither
         // claimed nor visible: run the statement again, which then sees it.
         for _ in 0..3 {
             let rows = self.query(&self.sql.claim, &params).await?;
             let Some(row) = rows.first() else { continue };
-            let state: &str = column(row, 0)?;
-            match state {
+            match row.text(0)?.unwrap_or_default() {
                 "claimed" => return Ok(Begin::Claimed),
                 "own" => return Ok(Begin::OwnClaim),
                 "expired" => {
@@ -267,12 +276,7 @@ impl IdempotencyStore for PostgresStore {
                     }
                 }
                 _ => {
-                    let record = decode_row(
-                        column(row, 1)?,
-                        column(row, 2)?,
-                        column(row, 3)?,
-                        column(row, 4)?,
-                    )?;
+                    let record = record_at(row, 1)?;
                     return Ok(match record.state {
                         _ if record.fingerprint != *fp => Begin::Conflict(record.fingerprint),
                         RecordState::InFlight => Begin::InProgress,
@@ -297,15 +301,24 @@ impl IdempotencyStore for PostgresStore {
         let token = token.to_bytes();
         self.fenced(
             &self.sql.complete,
-            &[&key.as_str(), &&token[..], &encoded, &VERSION, &millis(ttl)],
+            &[
+                Param::Text(key.as_str()),
+                Param::Bytes(&token),
+                Param::Bytes(&encoded),
+                Param::Small(VERSION),
+                Param::Big(millis(ttl)),
+            ],
         )
         .await
     }
 
     async fn release(&self, key: &RecordKey, token: &LockToken) -> Result<(), StoreError> {
         let token = token.to_bytes();
-        self.fenced(&self.sql.release, &[&key.as_str(), &&token[..]])
-            .await
+        self.fenced(
+            &self.sql.release,
+            &[Param::Text(key.as_str()), Param::Bytes(&token)],
+        )
+        .await
     }
 
     async fn renew(
@@ -317,22 +330,19 @@ impl IdempotencyStore for PostgresStore {
         let token = token.to_bytes();
         self.fenced(
             &self.sql.renew,
-            &[&key.as_str(), &&token[..], &millis(lease)],
+            &[
+                Param::Text(key.as_str()),
+                Param::Bytes(&token),
+                Param::Big(millis(lease)),
+            ],
         )
         .await
     }
 
     async fn get(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
-        let rows = self.query(&self.sql.get, &[&key.as_str()]).await?;
-        rows.first()
-            .map(|row| {
-                decode_row(
-                    column(row, 0)?,
-                    column(row, 1)?,
-                    column(row, 2)?,
-                    column(row, 3)?,
-                )
-            })
-            .transpose()
+        let rows = self
+            .query(&self.sql.get, &[Param::Text(key.as_str())])
+            .await?;
+        rows.first().map(|row| record_at(row, 0)).transpose()
     }
 }

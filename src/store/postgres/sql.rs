@@ -9,6 +9,9 @@ pub(super) struct Statements {
     pub(super) claim: String,
     pub(super) take_over: String,
     pub(super) complete: String,
+    /// `complete`, returning a row for the record it completed (for a transaction's
+    /// completion, counted by the caller).
+    pub(super) complete_returning: String,
     pub(super) release: String,
     pub(super) renew: String,
     pub(super) get: String,
@@ -18,6 +21,11 @@ pub(super) struct Statements {
 impl Statements {
     pub(super) fn new(table: &str) -> Self {
         let live = "key = $1 AND token = $2 AND expires_at > now()";
+        let complete = format!(
+            "UPDATE {table} SET response = $3, token = NULL, version = $4,
+                expires_at = now() + $5::int8 * interval '1 millisecond'
+             WHERE {live}"
+        );
         Self {
             table: table.to_owned(),
             claim: format!(
@@ -40,11 +48,8 @@ impl Statements {
                     expires_at = now() + $5::int8 * interval '1 millisecond'
                  WHERE key = $1 AND expires_at <= now()"
             ),
-            complete: format!(
-                "UPDATE {table} SET response = $3, token = NULL, version = $4,
-                    expires_at = now() + $5::int8 * interval '1 millisecond'
-                 WHERE {live}"
-            ),
+            complete_returning: format!("{complete} RETURNING 1"),
+            complete,
             release: format!("DELETE FROM {table} WHERE {live}"),
             renew: format!("UPDATE {table} SET expires_at = now() + $3::int8 * interval '1 millisecond' WHERE {live}"),
             get: format!(

@@ -1,0 +1,93 @@
+//! Completing the record in the handler's own transaction: the answer the handler returns
+//! ([`Committed`]) and what can go wrong ([`CommitError`]). `handler_record.rs` reads the
+//! response into the record; the SQL is the store's (`PostgresStore::complete_and_commit`).
+
+use std::{error::Error, fmt};
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use super::{not_executed::NotExecuted, problem::Problem};
+
+pub(crate) type BoxError = Box<dyn Error + Send + Sync>;
+
+/// The response a handler completed and committed in its own transaction: return it.
+///
+/// The layer answers the first caller with exactly what was recorded (its status, headers
+/// and body), whatever the handler returns after the commit, and every retry replays the
+/// same bytes; it does not complete the record again.
+#[derive(Debug)]
+pub struct Committed {
+    pub(crate) response: Response<Full<Bytes>>,
+}
+
+impl Committed {
+    /// The response, to return from a plain tower service (an axum handler returns the
+    /// `Committed` itself).
+    pub fn into_http(self) -> Response<Full<Bytes>> {
+        self.response
+    }
+
+    /// Its status.
+    pub fn status(&self) -> StatusCode {
+        self.response.status()
+    }
+}
+
+/// Why a handler's transaction could not complete the record and commit.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CommitError {
+    /// The claim is no longer this request's: its lease ran out and another request took
+    /// the key over (or the record is gone). The transaction was rolled back: nothing of it
+    /// was committed.
+    Fenced,
+    /// A step before the commit failed (a statement, or reading the response body). The
+    /// transaction was rolled back: nothing of it was committed.
+    RolledBack(BoxError),
+    /// The commit itself failed, so whether it took effect is unknown.
+    Unknown(BoxError),
+}
+
+impl CommitError {
+    /// The answer to give the client: [`Fenced`](Self::Fenced) is `409` in progress (the
+    /// request now running holds the key), [`RolledBack`](Self::RolledBack) a `503` to
+    /// retry, both marked [`NotExecuted`] so the layer records nothing; and
+    /// [`Unknown`](Self::Unknown) a `500` saying the outcome is unknown, which the layer
+    /// records like any answer (a retry never runs it again).
+    pub fn into_http(self) -> Response<Full<Bytes>> {
+        let (problem, executed) = match self {
+            Self::Fenced => (Problem::InProgress, false),
+            Self::RolledBack(_) => (Problem::StoreUnavailable, false),
+            Self::Unknown(_) => (Problem::OutcomeUnknown, true),
+        };
+        let response = problem.into_response().map(Full::new);
+        if executed {
+            response
+        } else {
+            NotExecuted::mark(response)
+        }
+    }
+}
+
+impl fmt::Display for CommitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fenced => f.write_str(
+                "the idempotency claim is no longer held; the transaction was rolled back",
+            ),
+            Self::RolledBack(err) => write!(f, "the transaction was rolled back: {err}"),
+            Self::Unknown(err) => write!(f, "the commit failed; its outcome is unknown: {err}"),
+        }
+    }
+}
+
+impl Error for CommitError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            Self::Fenced => None,
+            Self::RolledBack(err) | Self::Unknown(err) => Some(&**err),
+        }
+    }
+}
