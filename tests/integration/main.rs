@@ -7,6 +7,8 @@ mod backend_faults;
 #[cfg(any(feature = "redis", feature = "postgres"))]
 mod backends;
 #[cfg(feature = "postgres")]
+mod commit_crash;
+#[cfg(feature = "postgres")]
 mod postgres_store;
 #[cfg(any(feature = "redis", feature = "postgres"))]
 mod processes;

@@ -7,14 +7,16 @@
 //! cargo run --example orders --features postgres -- --store postgres://postgres@127.0.0.1:5432/test
 //! ```
 //!
-//! Routes: `POST /orders` (key required; `{"item", "quantity", "delay_ms"?}`),
-//! `GET /orders`, `PATCH /orders/{id}` (key optional; `{"quantity"}`), `GET /metrics`.
+//! Routes: `POST /orders` (key required; `{"item", "quantity", "delay_ms"?,
+//! "pause_after_commit_ms"?}`), `GET /orders`, `PATCH /orders/{id}` (key optional;
+//! `{"quantity"}`), `GET /metrics`.
+//!
+//! With `--store postgres://…` the orders live in PostgreSQL (table `--orders-table`,
+//! default `orders`, created if missing), and each order is inserted and its idempotency
+//! record completed in one transaction: a crash after the commit leaves a record that the
+//! retry replays.
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use axum::{
     body::Bytes,
@@ -24,21 +26,16 @@ use axum::{
     routing::{get, patch, post},
     Json, Router,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use tower_idempotency::{
-    IdempotencyLayer, IdempotencyStore, InFlight, MemoryStore, Metrics, Outcome,
+    IdempotencyKey, IdempotencyLayer, IdempotencyStore, InFlight, MemoryStore, Metrics,
+    NotExecuted, Outcome,
 };
 
-#[derive(Clone, Serialize)]
-struct Order {
-    id: u64,
-    item: String,
-    quantity: u32,
-}
+mod orders;
 
-#[derive(Clone, Default)]
-struct Orders(Arc<Mutex<Vec<Order>>>);
+use self::orders::{Order, Orders};
 
 #[derive(Clone)]
 struct AppState {
@@ -51,7 +48,10 @@ struct AppState {
 struct NewOrder {
     item: String,
     quantity: i64,
+    /// A slow payment provider: the order commits only after this.
     delay_ms: Option<u64>,
+    /// A slow answer: the handler sleeps after the order committed, before it answers.
+    pause_after_commit_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -60,22 +60,34 @@ struct QuantityChange {
     quantity: i64,
 }
 
+/// A refusal before anything was done: marked so the layer releases the key, and the
+/// corrected retry with the same key runs.
 fn invalid(detail: &str) -> Response {
     (
         StatusCode::UNPROCESSABLE_ENTITY,
+        NotExecuted,
         Json(json!({ "error": "invalid order", "detail": detail })),
     )
         .into_response()
 }
 
-fn quantity(value: i64) -> Result<u32, String> {
-    u32::try_from(value)
+fn quantity(value: i64) -> Result<i32, String> {
+    i32::try_from(value)
         .ok()
         .filter(|q| *q > 0)
         .ok_or_else(|| format!("quantity must be a positive integer, not {value}"))
 }
 
-async fn create_order(State(state): State<AppState>, body: Bytes) -> Response {
+fn created(order: &Order) -> Response {
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/orders/{}", order.id))],
+        Json(order.clone()),
+    )
+        .into_response()
+}
+
+async fn create_order(State(state): State<AppState>, key: IdempotencyKey, body: Bytes) -> Response {
     let new: NewOrder = match serde_json::from_slice(&body) {
         Ok(new) => new,
         Err(err) => return invalid(&err.to_string()),
@@ -88,36 +100,32 @@ async fn create_order(State(state): State<AppState>, body: Bytes) -> Response {
         return invalid("item must not be empty");
     }
     if let Some(delay) = new.delay_ms {
-        // A slow payment provider: the order commits only after this.
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    let order = {
-        let mut orders = state.orders.0.lock().unwrap();
-        let order = Order {
-            id: orders.len() as u64 + 1,
-            item: new.item,
-            quantity,
-        };
-        orders.push(order.clone());
-        order
-    };
-    tracing::info!(id = order.id, item = %order.item, "order committed");
-    (
-        StatusCode::CREATED,
-        [(header::LOCATION, format!("/orders/{}", order.id))],
-        Json(order),
-    )
-        .into_response()
+    let response = state
+        .orders
+        .place(&key, new.item, quantity, |order| {
+            tracing::info!(id = order.id, item = %order.item, "order committed");
+            created(order)
+        })
+        .await;
+    if let Some(pause) = new.pause_after_commit_ms {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+    response
 }
 
-async fn list_orders(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let orders = state.orders.0.lock().unwrap();
-    Json(json!({ "count": orders.len(), "orders": *orders }))
+async fn list_orders(State(state): State<AppState>) -> Response {
+    match state.orders.list().await {
+        Ok(orders) => Json(json!({ "count": orders.len(), "orders": orders })).into_response(),
+        Err(response) => response,
+    }
 }
 
 async fn change_quantity(
     State(state): State<AppState>,
-    Path(id): Path<u64>,
+    key: Option<IdempotencyKey>,
+    Path(id): Path<i64>,
     body: Bytes,
 ) -> Response {
     let change: QuantityChange = match serde_json::from_slice(&body) {
@@ -128,18 +136,17 @@ async fn change_quantity(
         Ok(q) => q,
         Err(detail) => return invalid(&detail),
     };
-    let mut orders = state.orders.0.lock().unwrap();
-    match orders.iter_mut().find(|o| o.id == id) {
-        Some(order) => {
-            order.quantity = quantity;
-            Json(order.clone()).into_response()
-        }
-        None => (
-            StatusCode::NOT_FOUND,
-            Json(json!({ "error": "no such order" })),
-        )
-            .into_response(),
-    }
+    state
+        .orders
+        .change(key.as_ref(), id, quantity, |order| match order {
+            Some(order) => Json(order.clone()).into_response(),
+            None => (
+                StatusCode::NOT_FOUND,
+                Json(json!({ "error": "no such order" })),
+            )
+                .into_response(),
+        })
+        .await
 }
 
 async fn metrics(State(state): State<AppState>) -> Json<serde_json::Value> {
@@ -162,14 +169,18 @@ async fn log_outcome(response: Response) -> Response {
 
 /// The app over any store: creating an order requires a key, changing one accepts one.
 /// Also returns the layer's claims in flight, for the graceful shutdown to wait for.
-fn app<St: IdempotencyStore>(store: St, options: &Options) -> Result<(Router, InFlight), String> {
+fn app<St: IdempotencyStore>(
+    store: St,
+    orders: Orders,
+    options: &Options,
+) -> Result<(Router, InFlight), String> {
     let layer = IdempotencyLayer::new(store)
         .lease(options.lease)
         .and_then(|layer| layer.ttl(options.ttl))
         .map_err(|e| e.to_string())?;
     let in_flight = layer.in_flight();
     let state = AppState {
-        orders: Orders::default(),
+        orders,
         metrics: layer.metrics(),
     };
     let router = Router::new()
@@ -189,6 +200,7 @@ fn app<St: IdempotencyStore>(store: St, options: &Options) -> Result<(Router, In
 struct Options {
     addr: SocketAddr,
     store: String,
+    orders_table: String,
     lease: Duration,
     ttl: Duration,
 }
@@ -197,6 +209,7 @@ fn parse_args() -> Result<Options, String> {
     let mut options = Options {
         addr: "127.0.0.1:3000".parse().unwrap(),
         store: "memory".to_owned(),
+        orders_table: "orders".to_owned(),
         lease: Duration::from_secs(30),
         ttl: Duration::from_secs(24 * 60 * 60),
     };
@@ -211,12 +224,13 @@ fn parse_args() -> Result<Options, String> {
         match flag.as_str() {
             "--addr" => options.addr = value()?.parse().map_err(|e| format!("--addr: {e}"))?,
             "--store" => options.store = value()?,
+            "--orders-table" => options.orders_table = value()?,
             "--lease" => options.lease = seconds(value()?)?,
             "--ttl" => options.ttl = seconds(value()?)?,
             "-h" | "--help" => {
                 return Err(
                     "usage: orders [--addr HOST:PORT] [--store memory|redis://…|postgres://…] \
-                            [--lease SECS] [--ttl SECS]"
+                            [--orders-table NAME] [--lease SECS] [--ttl SECS]"
                         .to_owned(),
                 )
             }
@@ -228,8 +242,9 @@ fn parse_args() -> Result<Options, String> {
 
 async fn router(options: &Options) -> Result<(Router, InFlight), String> {
     let url = options.store.as_str();
+    let in_memory = || Orders::Memory(Default::default());
     if url == "memory" {
-        return app(MemoryStore::new(), options);
+        return app(MemoryStore::new(), in_memory(), options);
     }
     if url.starts_with("redis://") || url.starts_with("rediss://") {
         #[cfg(feature = "redis")]
@@ -237,7 +252,7 @@ async fn router(options: &Options) -> Result<(Router, InFlight), String> {
             let store = tower_idempotency::store::RedisStore::connect(url)
                 .await
                 .map_err(|e| e.to_string())?;
-            return app(store, options);
+            return app(store, in_memory(), options);
         }
         #[cfg(not(feature = "redis"))]
         return Err("this build has no Redis store: run with --features redis".to_owned());
@@ -245,10 +260,13 @@ async fn router(options: &Options) -> Result<(Router, InFlight), String> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         #[cfg(feature = "postgres")]
         {
+            // One pool serves the orders and the idempotency records, and each order
+            // commits together with its record.
             let store = tower_idempotency::store::PostgresStore::connect(url)
                 .await
                 .map_err(|e| e.to_string())?;
-            return app(store, options);
+            let orders = Orders::postgres(store.clone(), &options.orders_table).await?;
+            return app(store, orders, options);
         }
         #[cfg(not(feature = "postgres"))]
         return Err("this build has no PostgreSQL store: run with --features postgres".to_owned());
