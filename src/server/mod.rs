@@ -6,9 +6,10 @@
 //! `layer` (configuration) → `service` (pass through, or intercept) → `intercept` (key,
 //! body, fingerprint, claim; refuse or replay) → `execute` (run the inner service, decide
 //! what becomes of the key) → `claim` (renew, complete, release). The leaves: `shared`
-//! (store, config, counters), `config`, `defaults`, `limits` and `choices`, `buffer` (reading bodies), `record`
-//! (response ↔ record), `problem`, `outcome`, `body`, `key`, `fingerprint`, `detach`,
-//! `bounds`.
+//! (store, config, counters), `config`, `defaults`, `limits` and `choices`, `buffer`
+//! (reading bodies), `record` (response ↔ record), `problem`, `outcome`, `body`, `key`,
+//! `fingerprint`, `detach`, `bounds`, and what the handler sees: `idempotency_key`,
+//! `not_executed`, `completion` and `handler_record`.
 
 mod body;
 mod bounds;

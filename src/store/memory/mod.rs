@@ -733,6 +733,69 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_released_claim_gives_back_its_bytes() {
+        let store = MemoryStore::new();
+        let token = claim(&store, 0).await.unwrap();
+        assert!(store.bytes() > 0);
+        store.release(&key(0), &token).await.unwrap();
+        assert_eq!((store.bytes(), store.len()), (0, 0));
+        let token = claim(&store, 0).await.unwrap();
+        store.release(&key(0), &token).await.unwrap();
+        assert_eq!(store.bytes(), 0, "no drift over claims and releases");
+    }
+
+    #[tokio::test]
+    async fn a_scope_gets_its_room_back_when_its_claims_are_released() {
+        let store = MemoryStore::builder().max_entries(8).build();
+        let scoped = RecordKey::new("t", "tenant", "k");
+        for round in 0..10 {
+            let token = LockToken::generate();
+            let begun = store.begin(&scoped, &FP, &token, LEASE).await;
+            assert!(matches!(begun, Ok(Begin::Claimed)), "round {round}: {begun:?}");
+            store.release(&scoped, &token).await.unwrap();
+        }
+        assert_eq!((store.len(), store.bytes()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_responses_headers_are_counted_by_their_entries() {
+        let store = MemoryStore::new();
+        let mut with_headers = response(10);
+        for i in 0..20 {
+            let name = http::HeaderName::try_from(format!("x-h{i}")).unwrap();
+            with_headers
+                .headers
+                .insert(name, http::HeaderValue::from_static("v"));
+        }
+        for (i, reply) in [response(10), with_headers].iter().enumerate() {
+            let token = claim(&store, i).await.unwrap();
+            store.complete(&key(i), &token, reply, TTL).await.unwrap();
+        }
+        let bare = record_size(key(0).as_str(), Some(&compact(&response(10))));
+        let entry = std::mem::size_of::<(http::HeaderName, http::HeaderValue)>();
+        let headed = store.bytes() - bare;
+        assert!(
+            headed >= bare + 20 * entry,
+            "20 headers cost at least their 20 map entries: {headed} vs {bare}"
+        );
+        assert!(headed <= bare + 20 * 4 * entry, "{headed} vs {bare}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_record_is_counted_when_it_is_dropped() {
+        let store = MemoryStore::new();
+        let token = claim(&store, 0).await.unwrap();
+        store
+            .complete(&key(0), &token, &response(1), Duration::from_secs(1))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        claim(&store, 0).await.unwrap();
+        assert_eq!(store.stats().expired, 1);
+        assert_eq!(store.len(), 1, "the new claim only");
+    }
+
     /// The conformance suite, in the library's own tests too (so mutation testing of the
     /// memory store runs it).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,7 @@ pub(super) enum Param<'a> {
 
 impl Param<'_> {
     /// As a tokio-postgres parameter.
-    pub(super) fn to_sql(&self) -> &(dyn ToSql + Sync) {
+    pub(super) fn as_sql(&self) -> &(dyn ToSql + Sync) {
         match self {
             Self::Text(value) => value,
             Self::Bytes(value) => value,
@@ -81,7 +81,7 @@ impl Row {
 fn tokio_params<'a>(params: &'a [Param<'a>]) -> ([&'a (dyn ToSql + Sync); 5], usize) {
     let mut refs: [&(dyn ToSql + Sync); 5] = [&0i16; 5];
     for (slot, param) in refs.iter_mut().zip(params) {
-        *slot = param.to_sql();
+        *slot = param.as_sql();
     }
     (refs, params.len().min(5))
 }
