@@ -752,7 +752,10 @@ mod tests {
         for round in 0..10 {
             let token = LockToken::generate();
             let begun = store.begin(&scoped, &FP, &token, LEASE).await;
-            assert!(matches!(begun, Ok(Begin::Claimed)), "round {round}: {begun:?}");
+            assert!(
+                matches!(begun, Ok(Begin::Claimed)),
+                "round {round}: {begun:?}"
+            );
             store.release(&scoped, &token).await.unwrap();
         }
         assert_eq!((store.len(), store.bytes()), (0, 0));
