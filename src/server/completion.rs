@@ -17,9 +17,17 @@ pub(crate) type BoxError = Box<dyn Error + Send + Sync>;
 /// The layer answers the first caller with exactly what was recorded (its status, headers
 /// and body), whatever the handler returns after the commit, and every retry replays the
 /// same bytes; it does not complete the record again.
-#[derive(Debug)]
 pub struct Committed {
     pub(crate) response: Response<Full<Bytes>>,
+}
+
+impl fmt::Debug for Committed {
+    /// The status only: the body and headers may hold what logs must not.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Committed")
+            .field("status", &self.response.status())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Committed {

@@ -163,8 +163,10 @@ where
 /// was recorded, with the extensions of the handler's own answer.
 fn answer<B: http_body::Body>(
     completed: Completed,
-    extensions: http::Extensions,
+    mut extensions: http::Extensions,
 ) -> Response<ResponseBody<B>> {
+    // It committed: a mark saying otherwise must not reach an outer layer.
+    extensions.remove::<NotExecuted>();
     let mut response = Response::new(ResponseBody::full(completed.body));
     *response.status_mut() = completed.status;
     *response.headers_mut() = completed.headers;

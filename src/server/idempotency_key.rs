@@ -99,9 +99,17 @@ impl IdempotencyKey {
         &self.inner.scope
     }
 
+    /// Whether a claim guards this request: `false` when a fail-open layer runs it
+    /// unprotected during a store outage (and a completion in the handler's transaction
+    /// then only commits).
+    pub fn is_claimed(&self) -> bool {
+        self.inner.claim.is_some()
+    }
+
     /// A stable key for one `step` of this operation, for a downstream call: 64 hex
     /// digits, the same on every retry of this request, different for each step, each
-    /// scope and each layer namespace.
+    /// scope and each layer namespace. Callers that share a scope (no scope function)
+    /// and send the same key derive the same step keys: give each caller its scope.
     pub fn derive(&self, step: &str) -> String {
         let mut digest = Sha256::new();
         // Each part is length-prefixed, so no two (record key, step) pairs frame alike.
@@ -145,14 +153,15 @@ impl HandlerClaim {
 }
 
 impl fmt::Debug for IdempotencyKey {
-    /// The key is not shown in clear: debug output ends up in logs.
+    /// Neither the key nor the scope (often a tenant or a user) is shown in clear: debug
+    /// output ends up in logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdempotencyKey")
             .field(
                 "key_hash",
                 &super::fingerprint::key_hash(&self.inner.record),
             )
-            .field("scope", &self.inner.scope)
+            .field("scoped", &!self.inner.scope.is_empty())
             .field("claimed", &self.inner.claim.is_some())
             .finish()
     }
@@ -193,7 +202,8 @@ mod tests {
 
     #[test]
     fn debug_output_hides_the_key() {
-        let shown = format!("{:?}", key("idem", "", "secret-key-123"));
+        let shown = format!("{:?}", key("idem", "tenant-42", "secret-key-123"));
         assert!(!shown.contains("secret-key-123"), "{shown}");
+        assert!(!shown.contains("tenant-42"), "{shown}");
     }
 }

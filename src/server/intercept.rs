@@ -112,7 +112,12 @@ where
                 record_key.clone(),
                 Some((token, Arc::clone(&shared.config))),
             );
-            parts.extensions.insert(handle.clone());
+            // A nested layer (on another store) leaves the outer layer's key in place: the
+            // handler completes in the outermost layer's store, and this layer records
+            // in its own as usual.
+            if parts.extensions.get::<IdempotencyKey>().is_none() {
+                parts.extensions.insert(handle.clone());
+            }
             let req = Request::from_parts(parts, RequestBody::buffered(body));
             execute(inner, shared, req, record_key, token, handle, span).await
         }
@@ -160,9 +165,12 @@ where
             let mut parts = parts;
             // Inner layers must not claim with the token whose claim is being cleaned up.
             parts.extensions.remove::<Guarded>();
-            // The handler still gets its key, with no claim to complete.
-            let handle = IdempotencyKey::new(&key, &scope, record_key.clone(), None);
-            parts.extensions.insert(handle);
+            // The handler still gets its key, with no claim to complete (unless an outer
+            // layer's claim guards it).
+            if parts.extensions.get::<IdempotencyKey>().is_none() {
+                let handle = IdempotencyKey::new(&key, &scope, record_key.clone(), None);
+                parts.extensions.insert(handle);
+            }
             let req = Request::from_parts(parts, RequestBody::buffered(body));
             let response = inner.call(req).await?;
             Ok(shared.finish(

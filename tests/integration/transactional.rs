@@ -365,3 +365,44 @@ async fn transactional_completion_costs_no_round_trip_of_the_layers_own() {
     assert_eq!(proxy.messages() - before, 1);
     orders.drop_table().await;
 }
+
+/// An outer layer on PostgreSQL, an inner one on another store: the handler gets the outer
+/// layer's key and completes in its transaction; the inner layer records in its own store
+/// as usual. Retries replay from either, and the order commits once.
+#[tokio::test]
+async fn nested_under_a_layer_on_another_store_the_outer_key_is_the_handlers() {
+    let Some(url) = url::<Postgres>("nested transactional") else {
+        return;
+    };
+    let store = tokio_store(&url).await;
+    let orders = Orders::create(&url).await;
+    let inner = tower_idempotency::MemoryStore::new();
+    let app = App {
+        store: store.clone(),
+        table: orders.table.clone(),
+        meddle: Meddle::None,
+    };
+    let router = Router::new()
+        .route("/orders", post(tokio_order))
+        .layer(IdempotencyLayer::new(inner.clone()))
+        .layer(IdempotencyLayer::new(store.clone()))
+        .with_state(app);
+    let key = unique("nested-tx");
+    let first = send(&router, post_with_key("/orders", &key, r#"{"item":"n"}"#)).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
+    let record = RecordKey::new("idem", "", &key);
+    for state in [
+        store.get(&record).await.unwrap().map(|r| r.state),
+        inner.get(&record).await.unwrap().map(|r| r.state),
+    ] {
+        assert!(
+            matches!(&state, Some(RecordState::Completed(r)) if r.body.as_deref() == Some(&first.body[..])),
+            "{state:?}"
+        );
+    }
+    let retry = send(&router, post_with_key("/orders", &key, r#"{"item":"n"}"#)).await;
+    assert!(retry.replayed());
+    assert_eq!(retry.body, first.body);
+    assert_eq!(orders.count().await, 1);
+    orders.drop_table().await;
+}

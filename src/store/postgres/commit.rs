@@ -76,13 +76,20 @@ async fn tokio_complete(
     Ok(rows.len() as u64)
 }
 
-/// A refused commit (the server answered with an error) rolled back; a failed
-/// connection leaves it unknown.
+/// Whether a commit refused with `sqlstate` surely rolled back: a serialization failure
+/// or deadlock (class 40), a deferred constraint (23), a transaction state error (25) or
+/// a deferred trigger's raise (P0). Any other answer (a proxy's, a shutdown's) and a
+/// failed connection leave its outcome unknown.
+pub(super) fn surely_rolled_back(sqlstate: &str) -> bool {
+    ["40", "23", "25", "P0"]
+        .iter()
+        .any(|class| sqlstate.starts_with(class))
+}
+
 fn tokio_commit_error(err: tokio_postgres::Error) -> CommitError {
-    if err.code().is_some() {
-        CommitError::RolledBack(err.into())
-    } else {
-        CommitError::Unknown(err.into())
+    match err.code() {
+        Some(code) if surely_rolled_back(code.code()) => CommitError::RolledBack(err.into()),
+        _ => CommitError::Unknown(err.into()),
     }
 }
 
@@ -127,7 +134,15 @@ impl PostgresStore {
     /// - A request run without a claim (a fail-open layer during a store outage) only
     ///   commits.
     ///
-    /// `tx` must be on the database that holds this store's table.
+    /// `tx` must be a top-level transaction (not a savepoint: its commit is not one) on
+    /// the database that holds this store's table; name the table with its schema if
+    /// your transactions change `search_path`. In `REPEATABLE READ` or `SERIALIZABLE`,
+    /// the layer's lease renewals (every third of a lease) update the record row, so a
+    /// transaction older than the last renewal fails with a serialization error
+    /// ([`CommitError::RolledBack`]): retry such transactions, or keep them short.
+    ///
+    /// With nested idempotency layers, the handler's key is the outermost layer's:
+    /// complete in that layer's store.
     ///
     /// # Errors
     ///

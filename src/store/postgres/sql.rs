@@ -48,7 +48,14 @@ impl Statements {
                     expires_at = now() + $5::int8 * interval '1 millisecond'
                  WHERE key = $1 AND expires_at <= now()"
             ),
-            complete_returning: format!("{complete} RETURNING 1"),
+            // In the handler's transaction `now()` is when it began: the lease and the
+            // record's TTL are measured from the statement's own time instead.
+            complete_returning: format!(
+                "UPDATE {table} SET response = $3, token = NULL, version = $4,
+                    expires_at = clock_timestamp() + $5::int8 * interval '1 millisecond'
+                 WHERE key = $1 AND token = $2 AND expires_at > clock_timestamp()
+                 RETURNING 1"
+            ),
             complete,
             release: format!("DELETE FROM {table} WHERE {live}"),
             renew: format!("UPDATE {table} SET expires_at = now() + $3::int8 * interval '1 millisecond' WHERE {live}"),

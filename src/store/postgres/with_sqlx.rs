@@ -2,7 +2,10 @@
 //! completed inside an sqlx transaction.
 
 use super::{
-    commit::sealed::{Completion, Transaction},
+    commit::{
+        sealed::{Completion, Transaction},
+        surely_rolled_back,
+    },
     pool::Connections,
     PostgresStore,
 };
@@ -58,12 +61,16 @@ impl Transaction for sqlx::Transaction<'_, sqlx::Postgres> {
     }
 
     async fn commit(self) -> Result<(), CommitError> {
-        sqlx::Transaction::commit(self)
-            .await
-            .map_err(|err| match err {
-                // The server refused the commit: rolled back.
-                sqlx::Error::Database(_) => CommitError::RolledBack(err.into()),
-                other => CommitError::Unknown(other.into()),
-            })
+        sqlx::Transaction::commit(self).await.map_err(|err| {
+            let refused = match &err {
+                sqlx::Error::Database(db) => db.code().is_some_and(|c| surely_rolled_back(&c)),
+                _ => false,
+            };
+            if refused {
+                CommitError::RolledBack(err.into())
+            } else {
+                CommitError::Unknown(err.into())
+            }
+        })
     }
 }
