@@ -1,7 +1,7 @@
 //! [`MemoryStoreBuilder`]: the memory store's bounds and eviction policy, fixed when it is
 //! built.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::{MemoryStore, Shared};
 
@@ -82,16 +82,13 @@ impl MemoryStoreBuilder {
     /// The store, empty.
     pub fn build(self) -> MemoryStore {
         MemoryStore {
-            shared: Arc::new(Shared {
-                state: Mutex::default(),
-                limits: Limits {
-                    max_bytes: self.max_bytes,
-                    max_entries: self.max_entries,
-                    max_scope_bytes: self.max_scope_bytes.unwrap_or(self.max_bytes / 4),
-                    max_scope_entries: self.max_scope_entries.unwrap_or(self.max_entries / 4),
-                    eviction: self.eviction,
-                },
-            }),
+            shared: Arc::new(Shared::new(Limits {
+                max_bytes: self.max_bytes,
+                max_entries: self.max_entries,
+                max_scope_bytes: self.max_scope_bytes.unwrap_or(self.max_bytes / 4),
+                max_scope_entries: self.max_scope_entries.unwrap_or(self.max_entries / 4),
+                eviction: self.eviction,
+            })),
         }
     }
 }

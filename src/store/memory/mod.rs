@@ -1,6 +1,8 @@
 //! [`MemoryStore`]: records in the process, bounded by bytes and entries.
 
 mod builder;
+mod kept;
+mod shards;
 mod state;
 
 use std::{
@@ -13,7 +15,8 @@ use tokio::time::Instant;
 pub use self::builder::{Eviction, MemoryStoreBuilder};
 use self::{
     builder::Limits,
-    state::{compact, record_size, Phase, State},
+    kept::Kept,
+    state::{record_size, Phase, State},
 };
 use super::{
     Begin, Fingerprint, IdempotencyStore, LockToken, Record, RecordKey, RecordState, StoreError,
@@ -67,6 +70,15 @@ pub struct MemoryStore {
 struct Shared {
     state: Mutex<State>,
     limits: Limits,
+}
+
+impl Shared {
+    fn new(limits: Limits) -> Self {
+        Self {
+            state: Mutex::new(State::new(limits.eviction == Eviction::LeastRecentlyUsed)),
+            limits,
+        }
+    }
 }
 
 /// What a [`MemoryStore`] holds and what it did to stay within its bounds.
@@ -199,7 +211,7 @@ impl IdempotencyStore for MemoryStore {
             }
             let response = match &entry.phase {
                 Phase::InFlight(_) => return Ok(Begin::InProgress),
-                Phase::Completed(response) => response.clone(),
+                Phase::Completed(response) => response.to_response(),
             };
             state.touch(key.as_str());
             return Ok(Begin::Completed(response));
@@ -222,21 +234,19 @@ impl IdempotencyStore for MemoryStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let now = Instant::now();
-        let mut kept = compact(response);
+        let mut kept = Kept::new(response);
         let mut guard = self.lock();
         let state = &mut *guard;
-        let held = state.owned(key.as_str(), token, now)?.size_now();
+        let held = state
+            .owned(key.as_str(), token, now)?
+            .size_now(key.as_str());
         let (key_str, partition) = (key.as_str(), partition(key));
         let extra = record_size(key_str, Some(&kept)).saturating_sub(held);
         if !state.make_room(&self.shared.limits, key_str, partition, extra, 0, now) {
             // No room for the body: keep the outcome without it, so a retry gets a clear
             // error instead of running again.
             state.stats.bodies_dropped += 1;
-            kept = StoredResponse {
-                status: response.status,
-                headers: http::HeaderMap::new(),
-                body: None,
-            };
+            kept = Kept::without_body(response.status);
         }
         state.complete(key_str, kept, later(now, ttl));
         Ok(())
@@ -271,7 +281,7 @@ impl IdempotencyStore for MemoryStore {
             fingerprint: entry.fingerprint,
             state: match &entry.phase {
                 Phase::InFlight(_) => RecordState::InFlight,
-                Phase::Completed(response) => RecordState::Completed(response.clone()),
+                Phase::Completed(response) => RecordState::Completed(response.to_response()),
             },
         }))
     }
@@ -392,11 +402,9 @@ mod tests {
         assert_eq!(store.bytes(), state::PER_RECORD + key_len);
         let reply = response(300);
         store.complete(&key(0), &token, &reply, TTL).await.unwrap();
-        let kept = compact(&reply);
-        assert_eq!(kept.body.as_ref().map(Bytes::len), Some(300));
-        let headers =
-            kept.headers.capacity() * std::mem::size_of::<(http::HeaderName, http::HeaderValue)>();
-        assert!(store.bytes() >= state::PER_RECORD + key_len + 300 + headers);
+        let kept = Kept::new(&reply);
+        assert_eq!(kept.body_len(), Some(300));
+        assert!(store.bytes() >= state::PER_RECORD + key_len + 300);
         assert_eq!(store.bytes(), record_size(key(0).as_str(), Some(&kept)));
         assert!(store.bytes() > 300 + state::PER_RECORD);
         let debug = format!("{store:?}");
@@ -657,7 +665,7 @@ mod tests {
     #[tokio::test]
     async fn a_response_that_just_fits_is_kept_whole() {
         let reply = response(1000);
-        let exact = record_size(key(0).as_str(), Some(&compact(&reply)));
+        let exact = record_size(key(0).as_str(), Some(&Kept::new(&reply)));
         let store = MemoryStore::builder().max_bytes(exact).build();
         let token = claim(&store, 0).await.unwrap();
         store.complete(&key(0), &token, &reply, TTL).await.unwrap();
@@ -775,7 +783,7 @@ mod tests {
             let token = claim(&store, i).await.unwrap();
             store.complete(&key(i), &token, reply, TTL).await.unwrap();
         }
-        let bare = record_size(key(0).as_str(), Some(&compact(&response(10))));
+        let bare = record_size(key(0).as_str(), Some(&Kept::new(&response(10))));
         let entry = std::mem::size_of::<(http::HeaderName, http::HeaderValue)>();
         let headed = store.bytes() - bare;
         assert!(

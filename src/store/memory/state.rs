@@ -7,27 +7,36 @@ use std::{
     sync::Arc,
 };
 
-use bytes::Bytes;
-use http::{HeaderName, HeaderValue};
 use tokio::time::Instant;
 
-use super::builder::{Eviction, Limits};
-use crate::store::{Fingerprint, LockToken, StoreError, StoredResponse};
+use super::{
+    builder::{Eviction, Limits},
+    kept::Kept,
+    shards::Shards,
+};
+use crate::store::{Fingerprint, LockToken, StoreError};
 
 /// The bytes of the store's own structures per record, on top of the key and the
-/// response: the map slot (hashbrown keeps one eighth free), the key's `Arc`
+/// response: the record itself, its table slot (a table is between seven-sixteenths and
+/// seven-eighths full as it grows by doubling: two-thirds on average), the key's `Arc`
 /// header, the two index entries (B-tree nodes are about two-thirds full).
-pub(super) const PER_RECORD: usize = size_of::<(Arc<str>, Entry)>() * 8 / 7
+/// `cargo bench --bench memory` prints this count beside the real heap.
+pub(super) const PER_RECORD: usize = size_of::<(Arc<str>, Entry)>()
+    + size_of::<super::shards::Slot<Entry>>() * 3 / 2
     + 2 * size_of::<usize>()
-    + (size_of::<((Instant, u64), Arc<str>)>() + size_of::<(u64, Arc<str>)>()) * 3 / 2;
+    + (size_of::<((u64, u64), Arc<str>)>() + size_of::<(u64, Arc<str>)>()) * 3 / 2;
 
-#[derive(Default)]
 pub(super) struct State {
-    pub(super) records: HashMap<Arc<str>, Entry>,
-    /// Every record by the instant it dies (lease end or TTL end).
-    by_deadline: BTreeMap<(Instant, u64), Arc<str>>,
-    /// Completed records by last use, oldest first.
+    /// What instants are measured from: each record and index entry keeps a `u64` of
+    /// nanoseconds since, half an `Instant`.
+    epoch: Instant,
+    pub(super) records: Shards<Entry>,
+    /// Every record by the moment it dies (lease end or TTL end).
+    by_deadline: BTreeMap<(u64, u64), Arc<str>>,
+    /// Completed records by last use, oldest first: kept only for least-recently-used
+    /// eviction (`track_use`).
     by_use: BTreeMap<u64, Arc<str>>,
+    track_use: bool,
     /// What each non-empty scope's records hold.
     by_scope: HashMap<Box<str>, Held>,
     pub(super) bytes: usize,
@@ -54,51 +63,61 @@ pub(super) struct Counts {
 pub(super) struct Entry {
     pub(super) fingerprint: Fingerprint,
     pub(super) phase: Phase,
-    deadline: Instant,
+    /// When it dies, as a moment (nanoseconds since the store's epoch).
+    deadline: u64,
     /// Unique per record; ties `by_deadline` entries to it.
     id: u64,
     /// Last use, the key in `by_use` (completed records only).
     used: u64,
-    size: usize,
     /// The length of the scope partition at the front of the key (0: no scope).
     partition: usize,
 }
 
 impl Entry {
-    /// The bytes this entry holds now.
-    pub(super) fn size_now(&self) -> usize {
-        self.size
+    /// The bytes this entry, under `key`, holds now (computed, not kept: a record is
+    /// smaller without the field).
+    pub(super) fn size_now(&self, key: &str) -> usize {
+        match &self.phase {
+            Phase::InFlight(_) => record_size(key, None),
+            Phase::Completed(kept) => record_size(key, Some(kept)),
+        }
     }
 }
 
 pub(super) enum Phase {
     InFlight(LockToken),
-    /// The response, compacted by [`compact`]: replayed by a cheap clone.
-    Completed(StoredResponse),
+    /// The response, kept compact.
+    Completed(Kept),
 }
 
-/// The bytes one header of a `HeaderMap` takes besides its name and value bytes: the
-/// entry (name, value, hash, links) and its index slot.
-const PER_HEADER: usize = size_of::<(HeaderName, HeaderValue)>() + 3 * size_of::<usize>();
-
-/// The response as the store keeps it: the body copied into an allocation of exactly its
-/// length (a handler's response buffer is often twice its length). The headers are the
-/// layer's recorded map, already sized for them.
-pub(super) fn compact(response: &StoredResponse) -> StoredResponse {
-    StoredResponse {
-        status: response.status,
-        headers: response.headers.clone(),
-        body: response.body.as_deref().map(Bytes::copy_from_slice),
-    }
-}
-
-/// The bytes one record holds: the store's structures, the key, and the response's
-/// header map and bytes.
-pub(super) fn record_size(key: &str, response: Option<&StoredResponse>) -> usize {
-    PER_RECORD + key.len() + response.map_or(0, |r| r.size() + r.headers.capacity() * PER_HEADER)
+/// The bytes one record holds: the store's structures, the key, and the response.
+pub(super) fn record_size(key: &str, response: Option<&Kept>) -> usize {
+    PER_RECORD + key.len() + response.map_or(0, Kept::size)
 }
 
 impl State {
+    /// An empty state; `track_use` keeps the last-use order that least-recently-used
+    /// eviction needs.
+    pub(super) fn new(track_use: bool) -> Self {
+        Self {
+            epoch: Instant::now(),
+            records: Shards::default(),
+            by_deadline: BTreeMap::new(),
+            by_use: BTreeMap::new(),
+            track_use,
+            by_scope: HashMap::new(),
+            bytes: 0,
+            clock: 0,
+            stats: Counts::default(),
+        }
+    }
+
+    /// `at` as nanoseconds since the epoch (saturating both ways).
+    fn moment(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.epoch).as_nanos();
+        u64::try_from(since).unwrap_or(u64::MAX)
+    }
+
     pub(super) fn tick(&mut self) -> u64 {
         self.clock += 1;
         self.clock
@@ -106,7 +125,7 @@ impl State {
 
     /// The live entry under `key`; an expired one is removed on the way.
     pub(super) fn live(&mut self, key: &str, now: Instant) -> Option<&mut Entry> {
-        let expired = self.records.get(key)?.deadline <= now;
+        let expired = self.records.get(key)?.deadline <= self.moment(now);
         if expired {
             self.remove(key);
             self.stats.expired += 1;
@@ -130,6 +149,9 @@ impl State {
 
     /// Marks a completed entry used now, for least-recently-used eviction.
     pub(super) fn touch(&mut self, key: &str) {
+        if !self.track_use {
+            return;
+        }
         let used = self.tick();
         let entry = self.records.get_mut(key).expect("entry present");
         let last = std::mem::replace(&mut entry.used, used);
@@ -147,6 +169,7 @@ impl State {
         deadline: Instant,
     ) {
         let id = self.tick();
+        let deadline = self.moment(deadline);
         let size = record_size(key, None);
         let shared_key: Arc<str> = Arc::from(key);
         self.by_deadline
@@ -160,27 +183,27 @@ impl State {
                 deadline,
                 id,
                 used: id,
-                size,
                 partition,
             },
         );
     }
 
     /// Turns the in-flight entry under `key` into a completed one holding `response`.
-    pub(super) fn complete(&mut self, key: &str, response: StoredResponse, deadline: Instant) {
+    pub(super) fn complete(&mut self, key: &str, response: Kept, deadline: Instant) {
         let used = self.tick();
         let size = record_size(key, Some(&response));
         let entry = self.records.get_mut(key).expect("owned entry");
-        let (old, partition) = (entry.size, entry.partition);
+        let (old, partition) = (entry.size_now(key), entry.partition);
         entry.phase = Phase::Completed(response);
         entry.used = used;
-        entry.size = size;
-        let shared_key = Arc::clone(
-            self.by_deadline
-                .get(&(entry.deadline, entry.id))
-                .expect("indexed"),
-        );
-        self.by_use.insert(used, shared_key);
+        if self.track_use {
+            let shared_key = Arc::clone(
+                self.by_deadline
+                    .get(&(entry.deadline, entry.id))
+                    .expect("indexed"),
+            );
+            self.by_use.insert(used, shared_key);
+        }
         self.charge(key, partition, size as isize - old as isize, 0);
         self.set_deadline(key, deadline);
     }
@@ -188,14 +211,15 @@ impl State {
     pub(super) fn remove(&mut self, key: &str) -> Option<Entry> {
         let entry = self.records.remove(key)?;
         self.by_deadline.remove(&(entry.deadline, entry.id));
-        if matches!(entry.phase, Phase::Completed(_)) {
+        if self.track_use && matches!(entry.phase, Phase::Completed(_)) {
             self.by_use.remove(&entry.used);
         }
-        self.charge(key, entry.partition, -(entry.size as isize), -1);
+        self.charge(key, entry.partition, -(entry.size_now(key) as isize), -1);
         Some(entry)
     }
 
     pub(super) fn set_deadline(&mut self, key: &str, deadline: Instant) {
+        let deadline = self.moment(deadline);
         let entry = self.records.get_mut(key).expect("entry present");
         let shared_key = self
             .by_deadline
@@ -259,8 +283,9 @@ impl State {
             if !store_full && !scope_full {
                 return true;
             }
+            let now_moment = self.moment(now);
             let victim = match self.by_deadline.first_key_value() {
-                Some((&(deadline, _), victim)) if deadline <= now => {
+                Some((&(deadline, _), victim)) if deadline <= now_moment => {
                     self.stats.expired += 1;
                     Arc::clone(victim)
                 }
