@@ -755,6 +755,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn with_lru_eviction_a_full_scope_still_evicts_no_one() {
+        let store = MemoryStore::builder()
+            .max_bytes(64 * 1024)
+            .max_scope_bytes(16 * 1024)
+            .eviction(Eviction::LeastRecentlyUsed)
+            .build();
+        let in_scope = |scope: &str, i: usize| RecordKey::new("t", scope, &format!("k{i}"));
+        let modest = in_scope("modest", 0);
+        let token = LockToken::generate();
+        store.begin(&modest, &FP, &token, LEASE).await.unwrap();
+        store
+            .complete(&modest, &token, &response(200), TTL)
+            .await
+            .unwrap();
+        let mut refused = false;
+        for i in 0..10_000 {
+            let (key, token) = (in_scope("greedy", i), LockToken::generate());
+            match store.begin(&key, &FP, &token, LEASE).await {
+                Ok(_) => store
+                    .complete(&key, &token, &response(200), TTL)
+                    .await
+                    .unwrap(),
+                Err(err) => {
+                    assert_eq!(err.kind(), StoreErrorKind::CapacityExhausted);
+                    refused = true;
+                    break;
+                }
+            }
+        }
+        assert!(refused, "a full scope is refused, not made room for");
+        assert!(
+            store.get(&modest).await.unwrap().is_some(),
+            "another caller's record stays"
+        );
+        assert_eq!(store.stats().evicted, 0);
+    }
+
+    #[tokio::test]
     async fn a_scope_gets_its_room_back_when_its_claims_are_released() {
         let store = MemoryStore::builder().max_entries(8).build();
         let scoped = RecordKey::new("t", "tenant", "k");

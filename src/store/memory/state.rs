@@ -211,7 +211,9 @@ impl State {
     pub(super) fn remove(&mut self, key: &str) -> Option<Entry> {
         let entry = self.records.remove(key)?;
         self.by_deadline.remove(&(entry.deadline, entry.id));
-        if self.track_use && matches!(entry.phase, Phase::Completed(_)) {
+        // An in-flight entry's `used` is its own id, a tick no completion took: removing
+        // it from the last-use order is a no-op.
+        if self.track_use {
             self.by_use.remove(&entry.used);
         }
         self.charge(key, entry.partition, -(entry.size_now(key) as isize), -1);
