@@ -8,7 +8,7 @@ use std::mem::size_of;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use crate::store::StoredResponse;
+use crate::store::{StoredResponse, MAX_HEADERS};
 
 /// A completed response, kept.
 #[derive(Debug)]
@@ -42,7 +42,8 @@ impl Kept {
 
     /// The response to replay.
     pub(super) fn to_response(&self) -> StoredResponse {
-        let mut headers = HeaderMap::with_capacity(self.headers.len());
+        // Bounded: a map's capacity may not pass 32,768, though its values may.
+        let mut headers = HeaderMap::with_capacity(self.headers.len().min(MAX_HEADERS));
         for (name, value) in &*self.headers {
             headers.append(name.clone(), value.clone());
         }
@@ -98,5 +99,21 @@ mod tests {
         let bare = Kept::without_body(StatusCode::CREATED);
         assert_eq!(bare.to_response().body, None);
         assert_eq!(bare.size(), 0);
+    }
+
+    #[test]
+    fn a_response_with_more_values_than_a_map_can_be_sized_for_replays() {
+        let mut headers = HeaderMap::new();
+        for i in 0..30_000 {
+            headers.append("x-many", HeaderValue::from(i));
+        }
+        let response = StoredResponse {
+            status: StatusCode::OK,
+            headers,
+            body: None,
+        };
+        let replayed = Kept::new(&response).to_response();
+        assert_eq!(replayed.headers.get_all("x-many").iter().count(), 30_000);
+        assert_eq!(replayed, response);
     }
 }

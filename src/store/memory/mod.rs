@@ -731,9 +731,10 @@ mod tests {
     #[test]
     fn the_per_record_overhead_covers_the_store_structures() {
         use std::mem::size_of;
-        let slot = size_of::<(std::sync::Arc<str>, state::Entry)>();
-        let indices = size_of::<((Instant, u64), std::sync::Arc<str>)>()
-            + size_of::<(u64, std::sync::Arc<str>)>();
+        // The boxed record and its table slot, and the deadline index's entry.
+        let slot = size_of::<(std::sync::Arc<str>, state::Entry)>()
+            + size_of::<shards::Slot<state::Entry>>();
+        let indices = size_of::<((i64, u64), std::sync::Arc<str>)>();
         assert!(state::PER_RECORD >= slot + indices, "{}", state::PER_RECORD);
         assert!(
             state::PER_RECORD <= 2 * (slot + indices),

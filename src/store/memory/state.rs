@@ -24,15 +24,15 @@ use crate::store::{Fingerprint, LockToken, StoreError};
 pub(super) const PER_RECORD: usize = size_of::<(Arc<str>, Entry)>()
     + size_of::<super::shards::Slot<Entry>>() * 3 / 2
     + 2 * size_of::<usize>()
-    + (size_of::<((u64, u64), Arc<str>)>() + size_of::<(u64, Arc<str>)>()) * 3 / 2;
+    + (size_of::<((i64, u64), Arc<str>)>() + size_of::<(u64, Arc<str>)>()) * 3 / 2;
 
 pub(super) struct State {
-    /// What instants are measured from: each record and index entry keeps a `u64` of
-    /// nanoseconds since, half an `Instant`.
+    /// What instants are measured from: each record and index entry keeps an `i64` of
+    /// nanoseconds since (or before), half an `Instant`.
     epoch: Instant,
     pub(super) records: Shards<Entry>,
     /// Every record by the moment it dies (lease end or TTL end).
-    by_deadline: BTreeMap<(u64, u64), Arc<str>>,
+    by_deadline: BTreeMap<(i64, u64), Arc<str>>,
     /// Completed records by last use, oldest first: kept only for least-recently-used
     /// eviction (`track_use`).
     by_use: BTreeMap<u64, Arc<str>>,
@@ -64,7 +64,7 @@ pub(super) struct Entry {
     pub(super) fingerprint: Fingerprint,
     pub(super) phase: Phase,
     /// When it dies, as a moment (nanoseconds since the store's epoch).
-    deadline: u64,
+    deadline: i64,
     /// Unique per record; ties `by_deadline` entries to it.
     id: u64,
     /// Last use, the key in `by_use` (completed records only).
@@ -112,10 +112,15 @@ impl State {
         }
     }
 
-    /// `at` as nanoseconds since the epoch (saturating both ways).
-    fn moment(&self, at: Instant) -> u64 {
-        let since = at.saturating_duration_since(self.epoch).as_nanos();
-        u64::try_from(since).unwrap_or(u64::MAX)
+    /// `at` as nanoseconds since the epoch, negative before it (saturating).
+    fn moment(&self, at: Instant) -> i64 {
+        // Signed: an instant before the epoch (another clock, or one that stepped back)
+        // stays before it, in order, rather than collapsing onto it.
+        let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        match at.checked_duration_since(self.epoch) {
+            Some(after) => nanos(after),
+            None => -nanos(self.epoch.duration_since(at)),
+        }
     }
 
     pub(super) fn tick(&mut self) -> u64 {
@@ -303,5 +308,24 @@ impl State {
             };
             self.remove(&victim);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn instants_before_the_epoch_keep_their_order() {
+        let state = State::new(false);
+        let epoch = state.epoch;
+        let earlier = epoch.checked_sub(Duration::from_secs(2)).unwrap();
+        let early = epoch.checked_sub(Duration::from_secs(1)).unwrap();
+        assert!(state.moment(earlier) < state.moment(early));
+        assert!(state.moment(early) < state.moment(epoch));
+        assert_eq!(state.moment(epoch), 0);
+        assert!(state.moment(epoch + Duration::from_secs(1)) > 0);
     }
 }
