@@ -64,7 +64,8 @@ fn stores(c: &mut Criterion) {
         let store = runtime
             .block_on(tower_idempotency::store::RedisStore::connect(&url))
             .expect("REDIS_URL reachable");
-        bench_store(c, &runtime, "redis", store);
+        bench_store(c, &runtime, "redis", store.clone());
+        runtime.block_on(print_redis_commands(&url, store));
     }
     #[cfg(feature = "postgres")]
     if let Ok(url) = std::env::var("DATABASE_URL") {
@@ -73,6 +74,60 @@ fn stores(c: &mut Criterion) {
             .expect("DATABASE_URL reachable");
         bench_store(c, &runtime, "postgres", store);
     }
+}
+
+/// The commands Redis runs per fresh request and per replay (`INFO commandstats`, the
+/// scripts' own commands included), counted over 200 requests of each.
+#[cfg(feature = "redis")]
+async fn print_redis_commands(url: &str, store: tower_idempotency::store::RedisStore) {
+    async fn calls(connection: &mut redis::aio::MultiplexedConnection) -> (u64, u64) {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(connection)
+            .await
+            .unwrap();
+        let (mut all, mut scripts) = (0, 0);
+        for line in info.lines().filter(|l| l.starts_with("cmdstat_")) {
+            let name = &line["cmdstat_".len()..line.find(':').unwrap()];
+            let n: u64 = line
+                .split("calls=")
+                .nth(1)
+                .and_then(|rest| rest.split(',').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            if name != "info" {
+                all += n;
+            }
+            if name == "evalsha" || name == "eval" {
+                scripts += n;
+            }
+        }
+        (all, scripts)
+    }
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let app = common::bare(Duration::ZERO).layer(IdempotencyLayer::new(store));
+    let run = uuid::Uuid::new_v4();
+    let replay_key = format!("bench-count-{run}");
+    common::call(&app, Some(replay_key.clone())).await;
+    const N: u64 = 200;
+    let before = calls(&mut connection).await;
+    for i in 0..N {
+        common::call(&app, Some(format!("bench-count-{run}-{i}"))).await;
+    }
+    let fresh = calls(&mut connection).await;
+    for _ in 0..N {
+        common::call(&app, Some(replay_key.clone())).await;
+    }
+    let replay = calls(&mut connection).await;
+    let per = |a: (u64, u64), b: (u64, u64)| {
+        ((b.0 - a.0) as f64 / N as f64, (b.1 - a.1) as f64 / N as f64)
+    };
+    let (fresh_all, fresh_scripts) = per(before, fresh);
+    let (replay_all, replay_scripts) = per(fresh, replay);
+    println!(
+        "redis commands per fresh request: {fresh_all:.1} ({fresh_scripts:.1} scripts); per replay: {replay_all:.1} ({replay_scripts:.1} scripts)"
+    );
 }
 
 criterion_group!(benches, stores);

@@ -11,16 +11,18 @@ use super::{
 
 /// Claims a free key, or reports what holds it. Answers `{0}` claimed, `{1, fp}` conflict,
 /// `{2}` in progress, `{3, response}` completed, `{4}` already held with this token,
-/// `{-1, why}` not one of our records.
+/// `{-1, why}` not one of our records. The record is read first (one command for a
+/// replay, a conflict or a key in flight); only a key with none of our fields is checked
+/// for existence before it is claimed, so a foreign hash is never written into.
 const BEGIN: &str = r"
-local t = redis.call('TYPE', KEYS[1])['ok']
-if t == 'none' then
+local r = redis.pcall('HMGET', KEYS[1], 'v', 'fp', 'tok', 'resp')
+if r.err then return {-1, 'a value of another type'} end
+if not (r[1] or r[2] or r[3] or r[4]) then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return {-1, 'a hash of another format'} end
   redis.call('HSET', KEYS[1], 'v', ARGV[4], 'fp', ARGV[1], 'tok', ARGV[2])
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return {0}
 end
-if t ~= 'hash' then return {-1, 'a ' .. t .. ' value'} end
-local r = redis.call('HMGET', KEYS[1], 'v', 'fp', 'tok', 'resp')
 if r[1] ~= ARGV[4] or not r[2] then return {-1, 'a hash of another format'} end
 if (not r[3]) == (not r[4]) then return {-1, 'a record neither in flight nor completed'} end
 if r[3] and string.len(r[3]) ~= 16 then return {-1, 'a record with a malformed token'} end
@@ -44,12 +46,12 @@ if r[4] then return {3, r[2], r[4]} end
 return {2, r[2]}
 ";
 
-/// The fence shared by the writes: the record is ours only while `tok` matches.
+/// The fence shared by the writes: the record is ours only while `tok` matches. A value
+/// of another type makes `HGET` fail, and its error is no token.
 macro_rules! fenced_script {
     ($body:literal) => {
         concat!(
-            "if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return 0 end\n",
-            "if redis.call('HGET', KEYS[1], 'tok') ~= ARGV[1] then return 0 end\n",
+            "if redis.pcall('HGET', KEYS[1], 'tok') ~= ARGV[1] then return 0 end\n",
             $body,
             "\nreturn 1"
         )
