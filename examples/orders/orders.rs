@@ -42,6 +42,25 @@ fn unavailable(err: impl std::fmt::Display) -> Response {
         .into_response()
 }
 
+/// A connection from the store's pool: one pool serves the orders and the records.
+#[cfg(feature = "postgres")]
+async fn connection(
+    store: &tower_idempotency::store::PostgresStore,
+) -> Result<deadpool_postgres::Object, Response> {
+    let pool = store.pool().expect("checked at start");
+    pool.get().await.map_err(unavailable)
+}
+
+/// An order from a row of `id, item, quantity`.
+#[cfg(feature = "postgres")]
+fn order_of(row: &tokio_postgres::Row) -> Order {
+    Order {
+        id: row.get(0),
+        item: row.get(1),
+        quantity: row.get(2),
+    }
+}
+
 impl Orders {
     /// The orders table in PostgreSQL, created if it is missing.
     #[cfg(feature = "postgres")]
@@ -100,9 +119,9 @@ impl Orders {
             }
             #[cfg(feature = "postgres")]
             Self::Postgres { store, table } => {
-                let mut client = match store.pool().expect("checked at start").get().await {
+                let mut client = match connection(store).await {
                     Ok(client) => client,
-                    Err(err) => return unavailable(err),
+                    Err(response) => return response,
                 };
                 let tx = match client.transaction().await {
                     Ok(tx) => tx,
@@ -128,12 +147,7 @@ impl Orders {
             Self::Memory(orders) => Ok(orders.lock().unwrap().clone()),
             #[cfg(feature = "postgres")]
             Self::Postgres { store, table } => {
-                let client = store
-                    .pool()
-                    .expect("checked at start")
-                    .get()
-                    .await
-                    .map_err(unavailable)?;
+                let client = connection(store).await?;
                 let rows = client
                     .query(
                         &format!("SELECT id, item, quantity FROM {table} ORDER BY id"),
@@ -141,14 +155,7 @@ impl Orders {
                     )
                     .await
                     .map_err(unavailable)?;
-                Ok(rows
-                    .iter()
-                    .map(|row| Order {
-                        id: row.get(0),
-                        item: row.get(1),
-                        quantity: row.get(2),
-                    })
-                    .collect())
+                Ok(rows.iter().map(order_of).collect())
             }
         }
     }
@@ -174,9 +181,9 @@ impl Orders {
             }
             #[cfg(feature = "postgres")]
             Self::Postgres { store, table } => {
-                let mut client = match store.pool().expect("checked at start").get().await {
+                let mut client = match connection(store).await {
                     Ok(client) => client,
-                    Err(err) => return unavailable(err),
+                    Err(response) => return response,
                 };
                 let tx = match client.transaction().await {
                     Ok(tx) => tx,
@@ -186,11 +193,7 @@ impl Orders {
                     "UPDATE {table} SET quantity = $2 WHERE id = $1 RETURNING id, item, quantity"
                 );
                 let order = match tx.query_opt(&update, &[&id, &quantity]).await {
-                    Ok(row) => row.map(|row| Order {
-                        id: row.get(0),
-                        item: row.get(1),
-                        quantity: row.get(2),
-                    }),
+                    Ok(row) => row.as_ref().map(order_of),
                     Err(err) => return unavailable(err),
                 };
                 let response = answer(order.as_ref());

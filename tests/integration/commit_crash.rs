@@ -91,14 +91,7 @@ async fn killed_before_the_commit_the_retry_runs_once_after_the_lease() {
     b.post(&key, body)
         .await
         .assert_problem(StatusCode::CONFLICT, "in-progress");
-    let mut retry = b.post(&key, body).await;
-    for _ in 0..100 {
-        if retry.status != StatusCode::CONFLICT {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        retry = b.post(&key, body).await;
-    }
+    let retry = b.post_until_not_in_progress(&key, body).await;
     assert_eq!(retry.status, StatusCode::CREATED, "{retry:?}");
     assert!(!retry.replayed(), "it ran, once, after the lease");
     assert_eq!(rows(&url, &shop.table).await, 1, "one order");

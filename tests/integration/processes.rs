@@ -181,6 +181,20 @@ impl Orders {
         read(client().request(request).await.expect("orders answers")).await
     }
 
+    /// Posts, and posts again every 100 ms while the key is in progress (for up to
+    /// 10 s): the first answer after the lease of a dead claim ran out.
+    pub(crate) async fn post_until_not_in_progress(&self, key: &str, body: &str) -> Answer {
+        let mut answer = self.post(key, body).await;
+        for _ in 0..100 {
+            if answer.status != StatusCode::CONFLICT {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            answer = self.post(key, body).await;
+        }
+        answer
+    }
+
     pub(crate) async fn order_count(&self) -> u64 {
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         let request = Request::get(format!("http://{}/orders", self.addr))
@@ -265,14 +279,7 @@ pub(crate) async fn crashed_process_is_taken_over<B: Backend>(url: &str) {
     b.post(&key, body)
         .await
         .assert_problem(StatusCode::CONFLICT, "in-progress");
-    let mut retry = b.post(&key, body).await;
-    for _ in 0..100 {
-        if retry.status != StatusCode::CONFLICT {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        retry = b.post(&key, body).await;
-    }
+    let retry = b.post_until_not_in_progress(&key, body).await;
     assert_eq!(
         retry.status,
         StatusCode::CREATED,
