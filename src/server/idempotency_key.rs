@@ -41,8 +41,7 @@ pub struct IdempotencyKey {
 }
 
 struct KeyInner {
-    key: String,
-    scope: String,
+    /// Where the record lives; the key and the scope are read from it.
     record: RecordKey,
     /// The claim this request holds, when it holds one (not when a fail-open layer runs it
     /// unprotected).
@@ -69,16 +68,9 @@ pub(crate) struct Completed {
 }
 
 impl IdempotencyKey {
-    pub(crate) fn new(
-        key: &str,
-        scope: &str,
-        record: RecordKey,
-        claim: Option<(LockToken, Arc<Config>)>,
-    ) -> Self {
+    pub(crate) fn new(record: RecordKey, claim: Option<(LockToken, Arc<Config>)>) -> Self {
         Self {
             inner: Arc::new(KeyInner {
-                key: key.to_owned(),
-                scope: scope.to_owned(),
                 record,
                 claim: claim.map(|(token, config)| HandlerClaim {
                     token,
@@ -91,12 +83,12 @@ impl IdempotencyKey {
 
     /// The key, unquoted.
     pub fn as_str(&self) -> &str {
-        &self.inner.key
+        self.inner.record.key()
     }
 
     /// The scope the layer derived for this request (empty without a scope function).
     pub fn scope(&self) -> &str {
-        &self.inner.scope
+        self.inner.record.scope()
     }
 
     /// Whether a claim guards this request: `false` when a fail-open layer runs it
@@ -161,7 +153,7 @@ impl fmt::Debug for IdempotencyKey {
                 "key_hash",
                 &super::fingerprint::key_hash(&self.inner.record),
             )
-            .field("scoped", &!self.inner.scope.is_empty())
+            .field("scoped", &!self.scope().is_empty())
             .field("claimed", &self.inner.claim.is_some())
             .finish()
     }
@@ -172,7 +164,7 @@ mod tests {
     use super::*;
 
     fn key(namespace: &str, scope: &str, key: &str) -> IdempotencyKey {
-        IdempotencyKey::new(key, scope, RecordKey::new(namespace, scope, key), None)
+        IdempotencyKey::new(RecordKey::new(namespace, scope, key), None)
     }
 
     #[test]

@@ -107,8 +107,6 @@ where
         Ok(Begin::Claimed | Begin::OwnClaim) => {
             let mut parts = parts;
             let handle = IdempotencyKey::new(
-                &key,
-                &scope,
                 record_key.clone(),
                 Some((token, Arc::clone(&shared.config))),
             );
@@ -168,7 +166,7 @@ where
             // The handler still gets its key, with no claim to complete (unless an outer
             // layer's claim guards it).
             if parts.extensions.get::<IdempotencyKey>().is_none() {
-                let handle = IdempotencyKey::new(&key, &scope, record_key.clone(), None);
+                let handle = IdempotencyKey::new(record_key.clone(), None);
                 parts.extensions.insert(handle);
             }
             let req = Request::from_parts(parts, RequestBody::buffered(body));

@@ -24,7 +24,8 @@ pub struct RecordKey {
     encoded: String,
     /// The length of `{namespace}:{scope length}:{scope}` at the front.
     partition: usize,
-    scoped: bool,
+    /// The length of the scope, which ends the partition.
+    scope_len: usize,
 }
 
 impl RecordKey {
@@ -39,8 +40,18 @@ impl RecordKey {
         Self {
             encoded,
             partition: len,
-            scoped: !scope.is_empty(),
+            scope_len: scope.len(),
         }
+    }
+
+    /// The scope, as given.
+    pub(crate) fn scope(&self) -> &str {
+        &self.encoded[self.partition - self.scope_len..self.partition]
+    }
+
+    /// The client's key, as given.
+    pub(crate) fn key(&self) -> &str {
+        &self.encoded[self.partition + 1..]
     }
 
     /// The encoded key, for use as a storage key.
@@ -52,7 +63,7 @@ impl RecordKey {
     /// length}:{scope}`), when the scope is not empty: the caller the record belongs to,
     /// for stores that share their room fairly between callers.
     pub fn scope_partition(&self) -> Option<&str> {
-        self.scoped.then(|| &self.encoded[..self.partition])
+        (self.scope_len > 0).then(|| &self.encoded[..self.partition])
     }
 }
 
@@ -245,6 +256,8 @@ mod tests {
         let scoped = RecordKey::new("idem", "t:1", "order-1");
         assert_eq!(scoped.as_str(), "idem:3:t:1:order-1");
         assert_eq!(scoped.scope_partition(), Some("idem:3:t:1"));
+        assert_eq!((scoped.scope(), scoped.key()), ("t:1", "order-1"));
+        assert_eq!((unscoped.scope(), unscoped.key()), ("", "order-1"));
         assert_ne!(
             RecordKey::new("idem", "a:", "b"),
             RecordKey::new("idem", "a", ":b")
