@@ -5,11 +5,16 @@
 //! cargo bench --bench http_load                     # 3 rounds of 2 s per scenario
 //! cargo bench --bench http_load -- --seconds 5 --rounds 5 --connections 64
 //! cargo bench --bench http_load -- --commit-ms 1   # a handler that waits 1 ms on I/O
+//! cargo bench --bench http_load -- --body-bytes 40  # a tiny order instead of 1 KiB
+//! cargo bench --bench http_load -- --only fresh     # one scenario (to profile it)
+//! cargo bench --bench http_load --features redis -- --store redis://127.0.0.1:6379
+//! cargo bench --bench http_load --features postgres -- --store postgres://postgres@127.0.0.1:5432/test
 //! ```
 //!
-//! The default handler is CPU-only (parse and serialize a small JSON order, about a
-//! microsecond), the worst case for any middleware's relative cost; `--commit-ms` makes it
-//! wait like a handler that commits to a database.
+//! The default handler is CPU-only (parse a 1 KiB JSON order and answer it back as JSON),
+//! the worst case for any middleware's relative cost; `--commit-ms` makes it wait like a
+//! handler that commits to a database. `--store` puts the layer on Redis or PostgreSQL
+//! instead of the in-memory store (each run uses keys of its own).
 //!
 //! The server runs on one runtime thread and the load generator on another, each with
 //! keep-alive HTTP/1.1 connections, so on a two-core machine each side has a core.
@@ -57,6 +62,9 @@ struct Options {
     rounds: usize,
     connections: usize,
     commit: Duration,
+    body_bytes: usize,
+    store: String,
+    only: Option<String>,
 }
 
 fn options() -> Options {
@@ -65,6 +73,9 @@ fn options() -> Options {
         rounds: 3,
         connections: 32,
         commit: Duration::ZERO,
+        body_bytes: common::BODY_BYTES,
+        store: "memory".to_owned(),
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -76,13 +87,22 @@ fn options() -> Options {
             "--commit-ms" => {
                 options.commit = Duration::from_millis(value().parse().expect("--commit-ms"))
             }
+            "--body-bytes" => options.body_bytes = value().parse().expect("--body-bytes"),
+            "--store" => options.store = value(),
+            "--only" => options.only = Some(value()),
             _ => {} // cargo bench passes --bench
         }
     }
     options
 }
 
-fn serve(app: Router) -> SocketAddr {
+/// Serves the app `build` makes, on a runtime thread of its own (where a store's
+/// connections are made too).
+fn serve<F, Fut>(build: F) -> SocketAddr
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Router>,
+{
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -90,6 +110,7 @@ fn serve(app: Router) -> SocketAddr {
             .build()
             .unwrap();
         runtime.block_on(async move {
+            let app = build().await;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
             axum::serve(listener, app).await.unwrap();
@@ -100,13 +121,44 @@ fn serve(app: Router) -> SocketAddr {
 
 static KEYS: AtomicU64 = AtomicU64::new(0);
 
+/// The handler behind the layer on the store `url` names (`memory`, `redis://…`,
+/// `postgres://…`).
+async fn layered(url: String, commit: Duration) -> Router {
+    if url == "memory" {
+        return common::layered(commit);
+    }
+    #[cfg(feature = "redis")]
+    if url.starts_with("redis") {
+        let store = tower_idempotency::store::RedisStore::connect(&url)
+            .await
+            .expect("--store reachable");
+        return common::bare(commit).layer(tower_idempotency::IdempotencyLayer::new(store));
+    }
+    #[cfg(feature = "postgres")]
+    if url.starts_with("postgres") {
+        let store = tower_idempotency::store::PostgresStore::connect(&url)
+            .await
+            .expect("--store reachable");
+        return common::bare(commit).layer(tower_idempotency::IdempotencyLayer::new(store));
+    }
+    panic!("--store {url}: not a store this build knows (memory, or redis:// / postgres:// with its feature)");
+}
+
 /// Requests per second over `seconds` with `connections` keep-alive connections.
-async fn load(addr: SocketAddr, scenario: Scenario, seconds: f64, connections: usize) -> f64 {
+async fn load(
+    addr: SocketAddr,
+    scenario: Scenario,
+    seconds: f64,
+    connections: usize,
+    body: &Bytes,
+    run: &str,
+) -> f64 {
     let done = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let (done, count) = (done.clone(), count.clone());
+        let (body, run) = (body.clone(), run.to_owned());
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             stream.set_nodelay(true).unwrap();
@@ -123,15 +175,15 @@ async fn load(addr: SocketAddr, scenario: Scenario, seconds: f64, connections: u
                     Scenario::Fresh => {
                         request = request.header(
                             "idempotency-key",
-                            format!("fresh-{}", KEYS.fetch_add(1, Ordering::Relaxed)),
+                            format!("fresh-{run}-{}", KEYS.fetch_add(1, Ordering::Relaxed)),
                         );
                     }
-                    Scenario::Replay => request = request.header("idempotency-key", "replay-key"),
+                    Scenario::Replay => {
+                        request = request.header("idempotency-key", format!("replay-{run}"))
+                    }
                     Scenario::Bare | Scenario::PassThrough => {}
                 }
-                let request = request
-                    .body(Full::new(Bytes::from_static(common::BODY.as_bytes())))
-                    .unwrap();
+                let request = request.body(Full::new(body.clone())).unwrap();
                 sender.ready().await.unwrap();
                 let response = sender.send_request(request).await.unwrap();
                 assert!(response.status().is_success(), "{}", response.status());
@@ -161,8 +213,17 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 fn main() {
     let options = options();
-    let bare = serve(common::bare(options.commit));
-    let layered = serve(common::layered(options.commit));
+    let commit = options.commit;
+    let bare = serve(move || async move { common::bare(commit) });
+    let store = options.store.clone();
+    let layered = serve(move || layered(store, commit));
+    let body = common::order(options.body_bytes);
+    let run = std::process::id().to_string()
+        + &std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            .to_string();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -170,24 +231,47 @@ fn main() {
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); Scenario::ALL.len()];
     runtime.block_on(async {
         // Record the replayed response once.
-        load(layered, Scenario::Replay, 0.1, 1).await;
+        load(layered, Scenario::Replay, 0.1, 1, &body, &run).await;
         for round in 1..=options.rounds {
             for (i, scenario) in Scenario::ALL.into_iter().enumerate() {
+                if options
+                    .only
+                    .as_deref()
+                    .is_some_and(|only| only != scenario.name())
+                {
+                    continue;
+                }
                 let addr = if scenario == Scenario::Bare {
                     bare
                 } else {
                     layered
                 };
-                let rps = load(addr, scenario, options.seconds, options.connections).await;
+                let rps = load(
+                    addr,
+                    scenario,
+                    options.seconds,
+                    options.connections,
+                    &body,
+                    &run,
+                )
+                .await;
                 eprintln!("round {round} {:>12}: {rps:>9.0} req/s", scenario.name());
                 results[i].push(rps);
             }
         }
     });
+    if options.only.is_some() {
+        return; // no baseline to compare with
+    }
     let baseline = median(results[0].clone());
     println!(
-        "\nmedian of {} rounds x {} s, {} connections, handler commit {:?}",
-        options.rounds, options.seconds, options.connections, options.commit
+        "\nmedian of {} rounds x {} s, {} connections, {}-byte order, handler commit {:?}, store {}",
+        options.rounds,
+        options.seconds,
+        options.connections,
+        options.body_bytes,
+        options.commit,
+        options.store
     );
     for (scenario, rounds) in Scenario::ALL.into_iter().zip(results) {
         let rps = median(rounds);

@@ -1,5 +1,5 @@
 //! In-process cost of the layer on the memory store, against the bare handler in the same
-//! run: `cargo bench --bench layer`.
+//! run, with a 1 KiB JSON order: `cargo bench --bench layer`.
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
@@ -19,29 +19,34 @@ fn layer(c: &mut Criterion) {
     let noop = common::noop_layered();
     let layered = common::layered(Duration::ZERO);
     let counter = AtomicU64::new(0);
-    runtime.block_on(common::call(&layered, Some("replay-key".to_owned())));
+    let body = common::order(common::BODY_BYTES);
+    runtime.block_on(common::call(&layered, Some("replay-key".to_owned()), &body));
 
     let mut group = c.benchmark_group("layer");
     group.bench_function("bare", |b| {
-        b.to_async(&runtime).iter(|| common::call(&bare, None))
+        b.to_async(&runtime)
+            .iter(|| common::call(&bare, None, &body))
     });
     group.bench_function("noop_layer", |b| {
-        b.to_async(&runtime).iter(|| common::call(&noop, None))
+        b.to_async(&runtime)
+            .iter(|| common::call(&noop, None, &body))
     });
     group.bench_function("pass_through", |b| {
-        b.to_async(&runtime).iter(|| common::call(&layered, None))
+        b.to_async(&runtime)
+            .iter(|| common::call(&layered, None, &body))
     });
     group.bench_function("fresh", |b| {
         b.to_async(&runtime).iter(|| {
             common::call(
                 &layered,
                 Some(format!("fresh-{}", counter.fetch_add(1, Ordering::Relaxed))),
+                &body,
             )
         })
     });
     group.bench_function("replay", |b| {
         b.to_async(&runtime)
-            .iter(|| common::call(&layered, Some("replay-key".to_owned())))
+            .iter(|| common::call(&layered, Some("replay-key".to_owned()), &body))
     });
     group.finish();
 }

@@ -25,8 +25,9 @@ fn bench_store<St: IdempotencyStore>(
     store: St,
 ) {
     let app = common::bare(Duration::ZERO).layer(IdempotencyLayer::new(store));
+    let body = common::order(common::BODY_BYTES);
     let replay_key = format!("bench-replay-{}", uuid::Uuid::new_v4());
-    runtime.block_on(common::call(&app, Some(replay_key.clone())));
+    runtime.block_on(common::call(&app, Some(replay_key.clone()), &body));
     let counter = AtomicU64::new(0);
     let run = uuid::Uuid::new_v4();
     let mut group = c.benchmark_group(name);
@@ -38,12 +39,13 @@ fn bench_store<St: IdempotencyStore>(
                     "bench-{run}-{}",
                     counter.fetch_add(1, Ordering::Relaxed)
                 )),
+                &body,
             )
         });
     });
     group.bench_function("replay", |b| {
         b.to_async(runtime)
-            .iter(|| common::call(&app, Some(replay_key.clone())))
+            .iter(|| common::call(&app, Some(replay_key.clone()), &body))
     });
     group.finish();
 }
@@ -55,8 +57,10 @@ fn stores(c: &mut Criterion) {
         .build()
         .unwrap();
     let bare = common::bare(Duration::ZERO);
+    let body = common::order(common::BODY_BYTES);
     c.bench_function("bare", |b| {
-        b.to_async(&runtime).iter(|| common::call(&bare, None))
+        b.to_async(&runtime)
+            .iter(|| common::call(&bare, None, &body))
     });
     bench_store(c, &runtime, "memory", MemoryStore::new());
     #[cfg(feature = "redis")]
@@ -109,15 +113,16 @@ async fn print_redis_commands(url: &str, store: tower_idempotency::store::RedisS
     let app = common::bare(Duration::ZERO).layer(IdempotencyLayer::new(store));
     let run = uuid::Uuid::new_v4();
     let replay_key = format!("bench-count-{run}");
-    common::call(&app, Some(replay_key.clone())).await;
+    let body = common::order(common::BODY_BYTES);
+    common::call(&app, Some(replay_key.clone()), &body).await;
     const N: u64 = 200;
     let before = calls(&mut connection).await;
     for i in 0..N {
-        common::call(&app, Some(format!("bench-count-{run}-{i}"))).await;
+        common::call(&app, Some(format!("bench-count-{run}-{i}")), &body).await;
     }
     let fresh = calls(&mut connection).await;
     for _ in 0..N {
-        common::call(&app, Some(replay_key.clone())).await;
+        common::call(&app, Some(replay_key.clone()), &body).await;
     }
     let replay = calls(&mut connection).await;
     let per = |a: (u64, u64), b: (u64, u64)| {
