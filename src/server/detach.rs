@@ -24,10 +24,10 @@ where
     F: Future + Send + 'static,
     F::Output: Send,
 {
-    pub(crate) fn new(work: F) -> Self {
-        Self {
-            work: Some(Box::pin(work)),
-        }
+    /// Takes the work already boxed: a large future is then built on the heap once, and
+    /// a caller that awaits it in place can share the one box.
+    pub(crate) fn new(work: Pin<Box<F>>) -> Self {
+        Self { work: Some(work) }
     }
 }
 

@@ -40,9 +40,11 @@ where
 {
     let run_to_completion = shared.config.run_to_completion;
     let claim = Claim::new(shared, key, token, span).watching(handle.clone());
-    let work = run_and_record(inner, req, claim, handle);
+    // Boxed here, not held inline: the work is the largest part of the request's future,
+    // and inline it would be copied each time the future moves (into the layer's box).
+    let work = Box::pin(run_and_record(inner, req, claim, handle).in_current_span());
     if run_to_completion {
-        Detaching::new(work.in_current_span()).await
+        Detaching::new(work).await
     } else {
         work.await
     }
