@@ -119,6 +119,37 @@ pub(crate) struct Credentials<'a> {
     pub(crate) cookies: Option<&'a [String]>,
     /// Whether the authority enters the request digest.
     pub(crate) authority: bool,
+    /// The caller digest of a request with none of these headers and cookies
+    /// ([`anonymous_caller`] of the same headers and cookies).
+    pub(crate) anonymous: &'a [u8; 32],
+}
+
+/// The caller digest of every request that carries none of `fingerprint_headers` and
+/// `named_cookies`: the same for all of them, so a layer computes it once.
+pub(crate) fn anonymous_caller(
+    fingerprint_headers: &[HeaderName],
+    named_cookies: Option<&[String]>,
+) -> [u8; 32] {
+    let mut caller = Sha256::new();
+    frame_caller(
+        &HeaderMap::new(),
+        fingerprint_headers,
+        named_cookies,
+        &mut |bytes| caller.update(bytes),
+    );
+    caller.finalize().into()
+}
+
+/// Whether `headers` carry none of what identifies the caller: then the caller's frame is
+/// that of an empty header map.
+fn anonymous(headers: &HeaderMap, credentials: Credentials<'_>) -> bool {
+    let cookies_absent = credentials.cookies.is_none_or(<[String]>::is_empty)
+        || !headers.contains_key(header::COOKIE);
+    cookies_absent
+        && credentials
+            .headers
+            .iter()
+            .all(|name| !headers.contains_key(name))
 }
 
 /// The fingerprint of a request.
@@ -138,14 +169,19 @@ pub(crate) fn compute(
         body,
         &mut |bytes| request.update(bytes),
     );
-    let mut caller = Sha256::new();
-    frame_caller(
-        headers,
-        credentials.headers,
-        credentials.cookies,
-        &mut |bytes| caller.update(bytes),
-    );
-    Fingerprint::new(request.finalize().into(), caller.finalize().into())
+    let caller = if anonymous(headers, credentials) {
+        *credentials.anonymous
+    } else {
+        let mut caller = Sha256::new();
+        frame_caller(
+            headers,
+            credentials.headers,
+            credentials.cookies,
+            &mut |bytes| caller.update(bytes),
+        );
+        caller.finalize().into()
+    };
+    Fingerprint::new(request.finalize().into(), caller)
 }
 
 /// A short, stable hash of a record key, for logs: keys are never logged in clear.
@@ -234,12 +270,82 @@ mod tests {
     }
 
     fn fingerprint(method: &Method, uri: &str, headers: &HeaderMap, body: &[u8]) -> Fingerprint {
+        let names = [header::AUTHORIZATION, header::COOKIE];
+        let cookies = ["session".to_owned()];
+        let anonymous = anonymous_caller(&names, Some(&cookies));
         let credentials = Credentials {
-            headers: &[header::AUTHORIZATION, header::COOKIE],
-            cookies: Some(&["session".to_owned()]),
+            headers: &names,
+            cookies: Some(&cookies),
             authority: true,
+            anonymous: &anonymous,
         };
         compute(method, &uri.parse().unwrap(), headers, credentials, body)
+    }
+
+    /// The caller digest the long way: always framed from the request's headers.
+    fn framed_caller(
+        headers: &HeaderMap,
+        names: &[HeaderName],
+        cookies: Option<&[String]>,
+    ) -> [u8; 32] {
+        let mut caller = Sha256::new();
+        frame_caller(headers, names, cookies, &mut |b| caller.update(b));
+        caller.finalize().into()
+    }
+
+    #[test]
+    fn the_anonymous_shortcut_gives_the_framed_digest() {
+        let session = ["session".to_owned()];
+        let configs: [(&[HeaderName], Option<&[String]>); 5] = [
+            (&[header::AUTHORIZATION, header::COOKIE], None),
+            (&[header::AUTHORIZATION, header::COOKIE], Some(&session)),
+            (&[header::AUTHORIZATION], Some(&session)),
+            (&[header::AUTHORIZATION], Some(&[])),
+            (&[], None),
+        ];
+        let requests: [&[(HeaderName, &'static str)]; 6] = [
+            &[],
+            &[(header::HOST, "a.example")],
+            &[(header::AUTHORIZATION, "Bearer a")],
+            &[(header::COOKIE, "theme=dark")],
+            &[(header::COOKIE, "session=s1; theme=dark")],
+            &[
+                (header::AUTHORIZATION, "Bearer a"),
+                (header::COOKIE, "session=s1"),
+            ],
+        ];
+        let mut anonymous_seen = 0;
+        for (names, cookies) in configs {
+            let anonymous = anonymous_caller(names, cookies);
+            for request in requests {
+                let mut headers = HeaderMap::new();
+                for (name, value) in request {
+                    headers.append(name, HeaderValue::from_static(value));
+                }
+                let credentials = Credentials {
+                    headers: names,
+                    cookies,
+                    authority: true,
+                    anonymous: &anonymous,
+                };
+                let computed = compute(
+                    &Method::POST,
+                    &"/o".parse().unwrap(),
+                    &headers,
+                    credentials,
+                    b"",
+                );
+                let framed = framed_caller(&headers, names, cookies);
+                assert_eq!(
+                    computed.caller(),
+                    &framed,
+                    "{names:?} {cookies:?} {request:?}"
+                );
+                anonymous_seen += usize::from(framed == anonymous);
+            }
+        }
+        // The shortcut is taken, and not only where nothing at all was sent.
+        assert!(anonymous_seen > configs.len(), "{anonymous_seen}");
     }
 
     #[test]

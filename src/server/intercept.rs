@@ -70,6 +70,7 @@ where
         headers: &config.fingerprint_headers,
         cookies: config.fingerprint_cookies.as_deref(),
         authority: config.fingerprint_authority,
+        anonymous: &shared.anonymous_caller,
     };
     let fingerprint = fingerprint::compute(
         &parts.method,

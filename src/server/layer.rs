@@ -8,6 +8,7 @@ use tower_layer::Layer;
 use super::{
     choices::{ConflictStatus, HandlerFailure},
     config::Config,
+    fingerprint,
     in_flight::InFlight,
     limits::{self, ConfigError},
     outcome::Metrics,
@@ -349,6 +350,10 @@ impl<S, St> Layer<S> for IdempotencyLayer<St> {
                 config: Arc::clone(&self.config),
                 metrics: self.metrics.clone(),
                 in_flight: self.in_flight.clone(),
+                anonymous_caller: fingerprint::anonymous_caller(
+                    &self.config.fingerprint_headers,
+                    self.config.fingerprint_cookies.as_deref(),
+                ),
             },
         )
     }

@@ -23,6 +23,8 @@ pub(crate) struct Shared<St> {
     pub(crate) config: Arc<Config>,
     pub(crate) metrics: Metrics,
     pub(crate) in_flight: InFlight,
+    /// The caller digest of a request without credentials, computed once.
+    pub(crate) anonymous_caller: [u8; 32],
 }
 
 impl<St> Shared<St> {
