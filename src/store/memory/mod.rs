@@ -203,7 +203,8 @@ impl IdempotencyStore for MemoryStore {
         let now = Instant::now();
         let mut guard = self.lock();
         let state = &mut *guard;
-        if let Some(entry) = state.live(key.as_str(), now) {
+        let hashed = state.records.hashed(key.as_str());
+        if let Some(entry) = state.live(hashed, now) {
             if matches!(&entry.phase, Phase::InFlight(owner) if owner == token) {
                 return Ok(Begin::OwnClaim);
             }
@@ -214,7 +215,7 @@ impl IdempotencyStore for MemoryStore {
                 Phase::InFlight(_) => return Ok(Begin::InProgress),
                 Phase::Completed(response) => response.to_response(),
             };
-            state.touch(key.as_str());
+            state.touch(hashed);
             return Ok(Begin::Completed(response));
         }
         let (key, partition) = (key.as_str(), partition(key));
@@ -223,7 +224,7 @@ impl IdempotencyStore for MemoryStore {
             state.stats.refused += 1;
             return Err(StoreError::from_kind(StoreErrorKind::CapacityExhausted));
         }
-        state.insert(key, partition, *fingerprint, *token, later(now, lease));
+        state.insert(hashed, partition, *fingerprint, *token, later(now, lease));
         Ok(Begin::Claimed)
     }
 
@@ -238,9 +239,8 @@ impl IdempotencyStore for MemoryStore {
         let mut kept = Kept::new(response);
         let mut guard = self.lock();
         let state = &mut *guard;
-        let held = state
-            .owned(key.as_str(), token, now)?
-            .size_now(key.as_str());
+        let hashed = state.records.hashed(key.as_str());
+        let held = state.owned(hashed, token, now)?.size_now(key.as_str());
         let (key_str, partition) = (key.as_str(), partition(key));
         let extra = record_size(key_str, Some(&kept)).saturating_sub(held);
         if !state.make_room(&self.shared.limits, key_str, partition, extra, 0, now) {
@@ -249,14 +249,15 @@ impl IdempotencyStore for MemoryStore {
             state.stats.bodies_dropped += 1;
             kept = Kept::without_body(response.status);
         }
-        state.complete(key_str, kept, later(now, ttl));
+        state.complete(hashed, kept, later(now, ttl));
         Ok(())
     }
 
     async fn release(&self, key: &RecordKey, token: &LockToken) -> Result<(), StoreError> {
         let mut state = self.lock();
-        state.owned(key.as_str(), token, Instant::now())?;
-        state.remove(key.as_str());
+        let hashed = state.records.hashed(key.as_str());
+        state.owned(hashed, token, Instant::now())?;
+        state.remove(hashed);
         Ok(())
     }
 
@@ -268,14 +269,16 @@ impl IdempotencyStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let now = Instant::now();
         let mut state = self.lock();
-        state.owned(key.as_str(), token, now)?;
-        state.set_deadline(key.as_str(), later(now, lease));
+        let hashed = state.records.hashed(key.as_str());
+        state.owned(hashed, token, now)?;
+        state.set_deadline(hashed, later(now, lease));
         Ok(())
     }
 
     async fn get(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
         let mut state = self.lock();
-        let Some(entry) = state.live(key.as_str(), Instant::now()) else {
+        let hashed = state.records.hashed(key.as_str());
+        let Some(entry) = state.live(hashed, Instant::now()) else {
             return Ok(None);
         };
         Ok(Some(Record {

@@ -22,6 +22,13 @@ pub(super) struct Slot<V> {
     record: Box<(Arc<str>, V)>,
 }
 
+/// A key and its hash: a store call hashes its key once, for every lookup it makes.
+#[derive(Clone, Copy)]
+pub(super) struct Hashed<'k> {
+    pub(super) key: &'k str,
+    hash: u64,
+}
+
 /// Records by key, in [`SHARDS`] tables.
 pub(super) struct Shards<V> {
     hasher: RandomState,
@@ -40,8 +47,12 @@ impl<V> Default for Shards<V> {
 }
 
 impl<V> Shards<V> {
-    fn hash(&self, key: &str) -> u64 {
-        self.hasher.hash_one(key)
+    /// `key` with its hash, for the calls below.
+    pub(super) fn hashed<'k>(&self, key: &'k str) -> Hashed<'k> {
+        Hashed {
+            key,
+            hash: self.hasher.hash_one(key),
+        }
     }
 
     /// The shard of `hash`: bits the table itself does not use for its slots (the low
@@ -54,23 +65,24 @@ impl<V> Shards<V> {
         self.len
     }
 
-    pub(super) fn get(&self, key: &str) -> Option<&V> {
-        let hash = self.hash(key);
+    pub(super) fn get(&self, key: Hashed<'_>) -> Option<&V> {
+        let Hashed { key, hash } = key;
         self.tables[Self::shard(hash)]
             .find(hash, |slot| slot.hash == hash && &*slot.record.0 == key)
             .map(|slot| &slot.record.1)
     }
 
-    pub(super) fn get_mut(&mut self, key: &str) -> Option<&mut V> {
-        let hash = self.hash(key);
+    pub(super) fn get_mut(&mut self, key: Hashed<'_>) -> Option<&mut V> {
+        let Hashed { key, hash } = key;
         self.tables[Self::shard(hash)]
             .find_mut(hash, |slot| slot.hash == hash && &*slot.record.0 == key)
             .map(|slot| &mut slot.record.1)
     }
 
-    /// Inserts `value` under `key`, which must not be present.
-    pub(super) fn insert(&mut self, key: Arc<str>, value: V) {
-        let hash = self.hash(&key);
+    /// Inserts `value` under `key` (the same key as `hashed`), which must not be present.
+    pub(super) fn insert(&mut self, hashed: Hashed<'_>, key: Arc<str>, value: V) {
+        debug_assert_eq!(hashed.key, &*key);
+        let hash = hashed.hash;
         let slot = Slot {
             hash,
             record: Box::new((key, value)),
@@ -79,8 +91,8 @@ impl<V> Shards<V> {
         self.len += 1;
     }
 
-    pub(super) fn remove(&mut self, key: &str) -> Option<V> {
-        let hash = self.hash(key);
+    pub(super) fn remove(&mut self, key: Hashed<'_>) -> Option<V> {
+        let Hashed { key, hash } = key;
         let found = self.tables[Self::shard(hash)]
             .find_entry(hash, |slot| slot.hash == hash && &*slot.record.0 == key)
             .ok()?;
@@ -98,17 +110,20 @@ mod tests {
     fn entries_are_found_removed_and_counted_across_shards() {
         let mut shards = Shards::default();
         for i in 0..1000 {
-            shards.insert(Arc::from(format!("k{i}")), i);
+            let key: Arc<str> = Arc::from(format!("k{i}"));
+            let hashed = shards.hashed(&key);
+            shards.insert(hashed, Arc::clone(&key), i);
         }
+        let k7 = shards.hashed("k7");
         assert_eq!(shards.len(), 1000);
-        assert_eq!(shards.get("k7"), Some(&7));
-        *shards.get_mut("k7").unwrap() = 70;
-        assert_eq!(shards.get("k7"), Some(&70));
-        assert_eq!(shards.remove("k7"), Some(70));
-        assert_eq!(shards.remove("k7"), None);
-        assert_eq!(shards.get("k7"), None);
+        assert_eq!(shards.get(k7), Some(&7));
+        *shards.get_mut(k7).unwrap() = 70;
+        assert_eq!(shards.get(k7), Some(&70));
+        assert_eq!(shards.remove(k7), Some(70));
+        assert_eq!(shards.remove(k7), None);
+        assert_eq!(shards.get(k7), None);
         assert_eq!(shards.len(), 999);
-        assert_eq!(shards.get("k999"), Some(&999));
+        assert_eq!(shards.get(shards.hashed("k999")), Some(&999));
         let used = shards.tables.iter().filter(|t| !t.is_empty()).count();
         assert!(used > SHARDS / 2, "keys spread over the shards: {used}");
     }

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::{
     builder::{Eviction, Limits},
     kept::Kept,
-    shards::Shards,
+    shards::{Hashed, Shards},
 };
 use crate::store::{Fingerprint, LockToken, StoreError};
 
@@ -129,7 +129,7 @@ impl State {
     }
 
     /// The live entry under `key`; an expired one is removed on the way.
-    pub(super) fn live(&mut self, key: &str, now: Instant) -> Option<&mut Entry> {
+    pub(super) fn live(&mut self, key: Hashed<'_>, now: Instant) -> Option<&mut Entry> {
         let expired = self.records.get(key)?.deadline <= self.moment(now);
         if expired {
             self.remove(key);
@@ -142,7 +142,7 @@ impl State {
     /// The live in-flight entry under `key` held with `token`.
     pub(super) fn owned(
         &mut self,
-        key: &str,
+        key: Hashed<'_>,
         token: &LockToken,
         now: Instant,
     ) -> Result<&mut Entry, StoreError> {
@@ -153,7 +153,7 @@ impl State {
     }
 
     /// Marks a completed entry used now, for least-recently-used eviction.
-    pub(super) fn touch(&mut self, key: &str) {
+    pub(super) fn touch(&mut self, key: Hashed<'_>) {
         if !self.track_use {
             return;
         }
@@ -167,12 +167,13 @@ impl State {
     /// Adds an in-flight record.
     pub(super) fn insert(
         &mut self,
-        key: &str,
+        hashed: Hashed<'_>,
         partition: usize,
         fingerprint: Fingerprint,
         token: LockToken,
         deadline: Instant,
     ) {
+        let key = hashed.key;
         let id = self.tick();
         let deadline = self.moment(deadline);
         let size = record_size(key, None);
@@ -181,6 +182,7 @@ impl State {
             .insert((deadline, id), Arc::clone(&shared_key));
         self.charge(key, partition, size as isize, 1);
         self.records.insert(
+            hashed,
             shared_key,
             Entry {
                 fingerprint,
@@ -194,10 +196,11 @@ impl State {
     }
 
     /// Turns the in-flight entry under `key` into a completed one holding `response`.
-    pub(super) fn complete(&mut self, key: &str, response: Kept, deadline: Instant) {
+    pub(super) fn complete(&mut self, hashed: Hashed<'_>, response: Kept, deadline: Instant) {
+        let key = hashed.key;
         let used = self.tick();
         let size = record_size(key, Some(&response));
-        let entry = self.records.get_mut(key).expect("owned entry");
+        let entry = self.records.get_mut(hashed).expect("owned entry");
         let (old, partition) = (entry.size_now(key), entry.partition);
         entry.phase = Phase::Completed(response);
         entry.used = used;
@@ -210,11 +213,12 @@ impl State {
             self.by_use.insert(used, shared_key);
         }
         self.charge(key, partition, size as isize - old as isize, 0);
-        self.set_deadline(key, deadline);
+        self.set_deadline(hashed, deadline);
     }
 
-    pub(super) fn remove(&mut self, key: &str) -> Option<Entry> {
-        let entry = self.records.remove(key)?;
+    pub(super) fn remove(&mut self, hashed: Hashed<'_>) -> Option<Entry> {
+        let key = hashed.key;
+        let entry = self.records.remove(hashed)?;
         self.by_deadline.remove(&(entry.deadline, entry.id));
         // An in-flight entry's `used` is its own id, a tick no completion took: removing
         // it from the last-use order is a no-op.
@@ -225,7 +229,7 @@ impl State {
         Some(entry)
     }
 
-    pub(super) fn set_deadline(&mut self, key: &str, deadline: Instant) {
+    pub(super) fn set_deadline(&mut self, key: Hashed<'_>, deadline: Instant) {
         let deadline = self.moment(deadline);
         let entry = self.records.get_mut(key).expect("entry present");
         let shared_key = self
@@ -306,7 +310,7 @@ impl State {
                     None => return false,
                 },
             };
-            self.remove(&victim);
+            self.remove(self.records.hashed(&victim));
         }
     }
 }
