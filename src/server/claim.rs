@@ -9,8 +9,12 @@ use http::{response::Parts, Response};
 use tracing::Span;
 
 use super::{
-    choices::HandlerFailure, idempotency_key::IdempotencyKey, outcome::Outcome, problem::Problem,
-    record::to_record, shared::Shared,
+    choices::HandlerFailure,
+    idempotency_key::IdempotencyKey,
+    outcome::Outcome,
+    problem::Problem,
+    record::{give_back, lend, to_record},
+    shared::Shared,
 };
 use crate::store::{
     IdempotencyStore, LockToken, RecordKey, RecordState, StoreError, StoreErrorKind, StoredResponse,
@@ -87,11 +91,11 @@ impl<St: IdempotencyStore> Claim<St> {
     /// Records `record` as the key's response. A store error other than a lost claim is
     /// retried on a task of its own, the lease renewed meanwhile, for up to the
     /// configured completion retry period: the caller goes on at once.
-    pub(crate) async fn complete(&mut self, record: StoredResponse) {
+    pub(crate) async fn complete(&mut self, record: &StoredResponse) {
         let shared = &self.shared;
         let ttl = shared.config.ttl;
         let first = shared
-            .timed(shared.store.complete(&self.key, &self.token, &record, ttl))
+            .timed(shared.store.complete(&self.key, &self.token, record, ttl))
             .await;
         match first {
             Ok(()) => self.settled = true,
@@ -103,7 +107,7 @@ impl<St: IdempotencyStore> Claim<St> {
                 tracing::warn!(parent: &self.span, error = %err, "could not record the response; retrying while the claim is held");
                 shared.metrics.add_completion_retry();
                 let handoff = self.hand_off();
-                tokio::spawn(handoff.keep_completing(record));
+                tokio::spawn(handoff.keep_completing(record.clone()));
             }
         }
     }
@@ -118,7 +122,7 @@ impl<St: IdempotencyStore> Claim<St> {
             }
             HandlerFailure::Record => {
                 let (parts, body) = Problem::OutcomeUnknown.into_response().into_parts();
-                self.complete(self.record(&parts, Some(body))).await;
+                self.complete(&self.record(&parts, Some(body))).await;
                 Outcome::HandlerFailed
             }
         }
@@ -127,6 +131,18 @@ impl<St: IdempotencyStore> Claim<St> {
     /// The record of a response with these `parts` and `body` (`None`: not kept).
     pub(crate) fn record(&self, parts: &Parts, body: Option<bytes::Bytes>) -> StoredResponse {
         to_record(parts, body, &self.shared.config.unstored_headers)
+    }
+
+    /// Records the response with `parts` and `body` (`None`: not kept), its headers lent
+    /// to the record rather than copied, and given back; the body is handed back too.
+    pub(crate) async fn complete_with(
+        &mut self,
+        parts: &mut Parts,
+        body: Option<bytes::Bytes>,
+    ) -> Option<bytes::Bytes> {
+        let (record, lent) = lend(parts, body, &self.shared.config.unstored_headers);
+        self.complete(&record).await;
+        give_back(parts, record, lent)
     }
 
     /// Frees the key, so that a retry runs afresh.

@@ -136,11 +136,14 @@ where
     };
     // The handler has answered: from here on, nothing may release the key.
     claim.mark_ran();
+    let mut parts = parts;
     let body = match read {
         ReadResponse::Complete { body, trailers } => {
-            claim
-                .complete(claim.record(&parts, Some(body.clone())))
-                .await;
+            // The body given is the body given back: never empty in its place.
+            let body = claim
+                .complete_with(&mut parts, Some(body))
+                .await
+                .unwrap_or_default();
             match trailers {
                 None => ResponseBody::full(body),
                 trailers => ResponseBody::held(body, None, None, trailers),
@@ -148,13 +151,13 @@ where
         }
         ReadResponse::Overflow { head, rest } => {
             // Delivered once, as it streams; a retry learns it ran, and does not run again.
-            claim.complete(claim.record(&parts, None)).await;
+            claim.complete_with(&mut parts, None).await;
             ResponseBody::held(head, Some(rest), None, None)
         }
         ReadResponse::Failed { head, error } => {
             // The handler answered with a status, so it ran: recorded without the body,
             // never released. The client gets what was read, then the error.
-            claim.complete(claim.record(&parts, None)).await;
+            claim.complete_with(&mut parts, None).await;
             ResponseBody::held(head, None, Some(error), None)
         }
     };

@@ -38,6 +38,10 @@ use crate::store::{LockToken, RecordKey};
 #[derive(Clone)]
 pub struct IdempotencyKey {
     inner: Arc<KeyInner>,
+    /// The token a nested idempotency layer claims with: the claim's, or the token of a
+    /// layer between that claims in a store of its own; none after a fail-open layer
+    /// (its claim with that token is being cleaned up).
+    guard: Option<LockToken>,
 }
 
 struct KeyInner {
@@ -70,6 +74,7 @@ pub(crate) struct Completed {
 impl IdempotencyKey {
     pub(crate) fn new(record: RecordKey, claim: Option<(LockToken, Arc<Config>)>) -> Self {
         Self {
+            guard: claim.as_ref().map(|&(token, _)| token),
             inner: Arc::new(KeyInner {
                 record,
                 claim: claim.map(|(token, config)| HandlerClaim {
@@ -79,6 +84,22 @@ impl IdempotencyKey {
                 }),
             }),
         }
+    }
+
+    /// The same key, with `guard` as the token nested layers claim with (`None`: they
+    /// mint their own).
+    pub(crate) fn guarded_by(&self, guard: Option<LockToken>) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            guard,
+        }
+    }
+
+    /// The token a nested idempotency layer claims with, so that on the same store it
+    /// recognises the outer layer's claim as its own (and passes the request on), while
+    /// on another store it still protects the route.
+    pub(crate) fn guard(&self) -> Option<LockToken> {
+        self.guard
     }
 
     /// The key, unquoted.

@@ -24,13 +24,6 @@ use crate::store::{
     Begin, Fingerprint, IdempotencyStore, LockToken, RecordKey, StoreError, StoreErrorKind,
 };
 
-/// Marks a request an idempotency layer has intercepted, with the token it claims with:
-/// a nested layer claims with the same token, so that on the same store it recognises the
-/// outer claim as its own (and passes the request on), while on another store it still
-/// protects the route.
-#[derive(Clone, Copy)]
-pub(crate) struct Guarded(pub(crate) LockToken);
-
 /// Who claims the key: the token this layer minted, or the one an outer layer claimed
 /// with (`nested`), so a layer on the same store recognises the outer claim as its own.
 #[derive(Debug, Clone, Copy)]
@@ -57,7 +50,7 @@ where
     let config = &*shared.config;
     let (parts, body) = req.into_parts();
     let key = match key::extract(&parts.headers, &config.header_name) {
-        Ok(Some(key)) => key.to_owned(),
+        Ok(Some(key)) => key,
         Ok(None) => return Ok(shared.refuse(&span, Problem::InvalidKey(KeyError::Missing))),
         Err(err) => return Ok(shared.refuse(&span, Problem::InvalidKey(err))),
     };
@@ -84,7 +77,7 @@ where
         .as_ref()
         .and_then(|scope| scope(&parts))
         .unwrap_or_default();
-    let record_key = RecordKey::new(&config.namespace, &scope, &key);
+    let record_key = RecordKey::new(&config.namespace, &scope, key);
 
     let token = claimant.token;
     let begun = {
@@ -113,9 +106,14 @@ where
             );
             // A nested layer (on another store) leaves the outer layer's key in place: the
             // handler completes in the outermost layer's store, and this layer records
-            // in its own as usual.
-            if parts.extensions.get::<IdempotencyKey>().is_none() {
-                parts.extensions.insert(handle.clone());
+            // in its own as usual. Layers inside this one claim with its token.
+            let seen = match parts.extensions.get::<IdempotencyKey>() {
+                Some(outer) if outer.guard() == Some(token) => None,
+                Some(outer) => Some(outer.guarded_by(Some(token))),
+                None => Some(handle.clone()),
+            };
+            if let Some(seen) = seen {
+                parts.extensions.insert(seen);
             }
             let req = Request::from_parts(parts, RequestBody::buffered(body));
             execute(inner, shared, req, record_key, token, handle, span).await
@@ -162,14 +160,14 @@ where
         {
             tracing::warn!(parent: &span, error = %err, "idempotency store failed; running the request unprotected (fail open)");
             let mut parts = parts;
-            // Inner layers must not claim with the token whose claim is being cleaned up.
-            parts.extensions.remove::<Guarded>();
             // The handler still gets its key, with no claim to complete (unless an outer
-            // layer's claim guards it).
-            if parts.extensions.get::<IdempotencyKey>().is_none() {
-                let handle = IdempotencyKey::new(record_key.clone(), None);
-                parts.extensions.insert(handle);
-            }
+            // layer's claim guards it). Inner layers must not claim with the token whose
+            // claim is being cleaned up: they mint their own.
+            let handle = match parts.extensions.get::<IdempotencyKey>() {
+                Some(outer) => outer.guarded_by(None),
+                None => IdempotencyKey::new(record_key.clone(), None),
+            };
+            parts.extensions.insert(handle);
             let req = Request::from_parts(parts, RequestBody::buffered(body));
             let response = inner.call(req).await?;
             Ok(shared.finish(

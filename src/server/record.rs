@@ -20,31 +20,125 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::UPGRADE,
 ];
 
-/// The end-to-end headers of a response worth recording: hop-by-hop headers, headers the
-/// `Connection` header names, `proxy-*`, and the configured `unstored` headers removed.
-pub(crate) fn recordable_headers(headers: &HeaderMap, unstored: &[HeaderName]) -> HeaderMap {
-    let named_by_connection: Vec<&str> = headers
+/// The names the `Connection` header lists: they describe the connection too.
+fn named_by_connection(headers: &HeaderMap) -> Vec<&str> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .collect();
+        .collect()
+}
+
+/// Whether a header named `name` is worth recording: not hop-by-hop, not named by the
+/// `Connection` header, not `proxy-*`, not configured `unstored`.
+fn recordable(name: &HeaderName, by_connection: &[&str], unstored: &[HeaderName]) -> bool {
+    !(HOP_BY_HOP.contains(name)
+        || name.as_str().starts_with("proxy-")
+        || *name == IDEMPOTENT_REPLAYED
+        || unstored.contains(name)
+        || by_connection
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name.as_str())))
+}
+
+/// The end-to-end headers of a response worth recording: hop-by-hop headers, headers the
+/// `Connection` header names, `proxy-*`, and the configured `unstored` headers removed.
+pub(crate) fn recordable_headers(headers: &HeaderMap, unstored: &[HeaderName]) -> HeaderMap {
+    let by_connection = named_by_connection(headers);
     let mut kept = HeaderMap::with_capacity(headers.len().min(64));
     for (name, value) in headers {
-        let drop = HOP_BY_HOP.contains(name)
-            || name.as_str().starts_with("proxy-")
-            || *name == IDEMPOTENT_REPLAYED
-            || unstored.contains(name)
-            || named_by_connection
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(name.as_str()));
         // `try_append` cannot fail here (there are fewer than the input map holds).
-        if !drop && kept.try_append(name.clone(), value.clone()).is_err() {
+        if recordable(name, &by_connection, unstored)
+            && kept.try_append(name.clone(), value.clone()).is_err()
+        {
             break;
         }
     }
     kept
+}
+
+/// A response's headers lent to its record while the record is written: the recordable
+/// ones moved (not copied) into the record, the others kept aside, all given back to the
+/// response by [`give_back`].
+pub(crate) struct Lent {
+    aside: HeaderMap,
+    /// The body, when the record could not take it.
+    body: Option<Bytes>,
+}
+
+/// The record of the response with `parts`, its headers moved out of `parts` (see
+/// [`to_record`] for what is kept); [`give_back`] returns them.
+pub(crate) fn lend(
+    parts: &mut Parts,
+    body: Option<Bytes>,
+    unstored: &[HeaderName],
+) -> (StoredResponse, Lent) {
+    let mut headers = std::mem::take(&mut parts.headers);
+    let mut aside = HeaderMap::new();
+    let left_out: Vec<HeaderName> = {
+        let by_connection = named_by_connection(&headers);
+        headers
+            .keys()
+            .filter(|name| !recordable(name, &by_connection, unstored))
+            .cloned()
+            .collect()
+    };
+    for name in left_out {
+        if let http::header::Entry::Occupied(entry) = headers.entry(name) {
+            let (name, values) = entry.remove_entry_mult();
+            for value in values {
+                aside.append(&name, value);
+            }
+        }
+    }
+    if headers.len() > MAX_HEADERS {
+        let record = too_many(parts);
+        // Given back whole: the record keeps none of them.
+        std::mem::swap(&mut headers, &mut aside);
+        give_all(&mut aside, headers);
+        return (record, Lent { aside, body });
+    }
+    let record = StoredResponse {
+        status: parts.status,
+        headers,
+        body,
+    };
+    (record, Lent { aside, body: None })
+}
+
+/// Puts the headers `lend` took back into `parts`, and gives back the body it was given.
+pub(crate) fn give_back(parts: &mut Parts, record: StoredResponse, lent: Lent) -> Option<Bytes> {
+    parts.headers = record.headers;
+    give_all(&mut parts.headers, lent.aside);
+    record.body.or(lent.body)
+}
+
+/// Appends every value of `from` to `to`.
+fn give_all(to: &mut HeaderMap, from: HeaderMap) {
+    if to.is_empty() {
+        *to = from;
+        return;
+    }
+    let mut last = None;
+    for (name, value) in from {
+        if let Some(name) = name {
+            last = Some(name);
+        }
+        if let Some(name) = &last {
+            to.append(name, value);
+        }
+    }
+}
+
+/// The record of a response with more headers than a record may hold.
+fn too_many(parts: &Parts) -> StoredResponse {
+    StoredResponse {
+        status: parts.status,
+        headers: HeaderMap::new(),
+        body: None,
+    }
 }
 
 /// The record of a response whose body was read to `body` (`None`: too large to keep).
@@ -58,11 +152,7 @@ pub(crate) fn to_record(
 ) -> StoredResponse {
     let headers = recordable_headers(&parts.headers, unstored);
     if headers.len() > MAX_HEADERS {
-        return StoredResponse {
-            status: parts.status,
-            headers: HeaderMap::new(),
-            body: None,
-        };
+        return too_many(parts);
     }
     StoredResponse {
         status: parts.status,
@@ -126,5 +216,60 @@ mod tests {
             record.body, None,
             "the retry learns it ran, never runs it again"
         );
+    }
+
+    #[test]
+    fn lent_headers_are_recorded_without_the_unstored_ones_and_all_given_back() {
+        let mut response = Response::new(());
+        for (name, value) in [
+            ("content-type", "application/json"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+            ("connection", "x-conn-only"),
+            ("x-conn-only", "1"),
+            ("vary", "accept"),
+            ("vary", "origin"),
+        ] {
+            response
+                .headers_mut()
+                .append(name, HeaderValue::from_static(value));
+        }
+        let (mut parts, ()) = response.into_parts();
+        let before = parts.headers.clone();
+        let body = Bytes::from_static(b"{}");
+        let (record, lent) = lend(&mut parts, Some(body.clone()), &[header::SET_COOKIE]);
+        assert_eq!(
+            record.headers,
+            recordable_headers(&before, &[header::SET_COOKIE])
+        );
+        assert_eq!(record.body.as_ref(), Some(&body));
+        assert_eq!(give_back(&mut parts, record, lent), Some(body));
+        assert_eq!(parts.headers.len(), before.len());
+        for name in before.keys() {
+            let given: Vec<_> = parts.headers.get_all(name).iter().collect();
+            let had: Vec<_> = before.get_all(name).iter().collect();
+            assert_eq!(given, had, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_response_with_too_many_headers_gets_them_and_its_body_back() {
+        let mut response = Response::new(());
+        for i in 0..(MAX_HEADERS as u32 + 1) {
+            response
+                .headers_mut()
+                .append("x-many", HeaderValue::from(i));
+        }
+        response
+            .headers_mut()
+            .append("set-cookie", HeaderValue::from_static("a=1"));
+        let (mut parts, ()) = response.into_parts();
+        let before = parts.headers.clone();
+        let body = Bytes::from_static(b"body");
+        let (record, lent) = lend(&mut parts, Some(body.clone()), &[header::SET_COOKIE]);
+        assert!(record.headers.is_empty());
+        assert_eq!(record.body, None, "the retry learns it ran");
+        assert_eq!(give_back(&mut parts, record, lent), Some(body));
+        assert_eq!(parts.headers, before);
     }
 }

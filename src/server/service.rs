@@ -15,7 +15,8 @@ use tracing::Instrument;
 use super::{
     body::{RequestBody, ResponseBody},
     future::ResponseFuture,
-    intercept::{intercept, Claimant, Guarded},
+    idempotency_key::IdempotencyKey,
+    intercept::{intercept, Claimant},
     shared::Shared,
 };
 use crate::store::{IdempotencyStore, LockToken};
@@ -105,22 +106,21 @@ where
         // the ready one into the future, which calls it only after awaits (body, store).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let mut req = req;
         // An outer idempotency layer may already guard this request (a router-wide layer
-        // around a route-level one): claim with its token.
-        let claimant = match req.extensions().get::<Guarded>() {
-            Some(&Guarded(token)) => Claimant {
+        // around a route-level one): it put its key, with its claim token, in the request.
+        let claimant = match req
+            .extensions()
+            .get::<IdempotencyKey>()
+            .and_then(IdempotencyKey::guard)
+        {
+            Some(token) => Claimant {
                 token,
                 nested: true,
             },
-            None => {
-                let token = LockToken::generate();
-                req.extensions_mut().insert(Guarded(token));
-                Claimant {
-                    token,
-                    nested: false,
-                }
-            }
+            None => Claimant {
+                token: LockToken::generate(),
+                nested: false,
+            },
         };
         let span = tracing::info_span!(
             "idempotency",

@@ -3,10 +3,10 @@
 //! response it holds ([`StoredResponse`]), and what a store answers ([`Begin`], [`Record`]).
 
 use std::{
-    fmt,
+    fmt::{self, Write as _},
     sync::{
         atomic::{AtomicU64, Ordering},
-        OnceLock,
+        Arc, OnceLock,
     },
 };
 
@@ -21,7 +21,8 @@ use http::{HeaderMap, StatusCode};
 /// comes first so that a Redis `SCAN idem:*` finds one layer's records.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct RecordKey {
-    encoded: String,
+    /// Shared: the layer, the handler's key and the memory store's indexes hold one copy.
+    encoded: Arc<str>,
     /// The length of `{namespace}:{scope length}:{scope}` at the front.
     partition: usize,
     /// The length of the scope, which ends the partition.
@@ -31,15 +32,19 @@ pub struct RecordKey {
 impl RecordKey {
     /// The key of `key` within `scope` under `namespace`.
     pub fn new(namespace: &str, scope: &str, key: &str) -> Self {
-        let partition = format!("{namespace}:{}:{scope}", scope.len());
-        let len = partition.len();
-        let mut encoded = partition;
-        encoded.reserve(1 + key.len());
+        // Twenty digits hold any length.
+        let mut encoded = String::with_capacity(namespace.len() + scope.len() + key.len() + 23);
+        encoded.push_str(namespace);
+        encoded.push(':');
+        let _ = write!(encoded, "{}", scope.len());
+        encoded.push(':');
+        encoded.push_str(scope);
+        let partition = encoded.len();
         encoded.push(':');
         encoded.push_str(key);
         Self {
-            encoded,
-            partition: len,
+            encoded: Arc::from(encoded.as_str()),
+            partition,
             scope_len: scope.len(),
         }
     }
@@ -57,6 +62,11 @@ impl RecordKey {
     /// The encoded key, for use as a storage key.
     pub fn as_str(&self) -> &str {
         &self.encoded
+    }
+
+    /// The encoded key, shared rather than copied.
+    pub(crate) fn shared(&self) -> Arc<str> {
+        Arc::clone(&self.encoded)
     }
 
     /// The namespace and scope part of the encoded key (`{namespace}:{scope

@@ -511,6 +511,27 @@ async fn an_outer_layer_records_what_a_nested_fail_open_layer_ran() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
+/// Under an outer fail-open layer whose store is down, a layer that claims guards the
+/// layers inside it: one on its own store recognises its claim, runs the handler once and
+/// the retry replays, rather than a second claim answering "in progress".
+#[tokio::test]
+async fn under_a_fail_open_layer_two_layers_on_one_store_run_the_handler_once() {
+    let down = FaultyStore::new(MemoryStore::new());
+    Faults::arm(&down.faults.lost_begin_replies, usize::MAX);
+    let healthy = MemoryStore::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let app = slow_router(Arc::clone(&runs), Duration::ZERO)
+        .layer(IdempotencyLayer::new(healthy.clone()))
+        .layer(IdempotencyLayer::new(healthy))
+        .layer(IdempotencyLayer::new(down).fail_open(true));
+    let key = unique("under-fail-open");
+    let first = send(&app, post_with_key("/pay", &key, "")).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let retry = send(&app, post_with_key("/pay", &key, "")).await;
+    assert!(retry.replayed(), "recorded by the healthy layers");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
 /// Fail-open is for outages: a full store refuses (503) and runs nothing, even then.
 #[tokio::test]
 async fn fail_open_never_runs_a_request_the_full_memory_store_refused() {

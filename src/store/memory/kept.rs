@@ -20,13 +20,17 @@ pub(super) struct Kept {
 
 impl Kept {
     pub(super) fn new(response: &StoredResponse) -> Self {
-        Self {
-            status: response.status,
-            headers: response
+        // Sized exactly (`len` counts every value): no growth, no shrink to fit.
+        let mut headers = Vec::with_capacity(response.headers.len());
+        headers.extend(
+            response
                 .headers
                 .iter()
-                .map(|(name, value)| (name.clone(), value.clone()))
-                .collect(),
+                .map(|(name, value)| (name.clone(), value.clone())),
+        );
+        Self {
+            status: response.status,
+            headers: headers.into_boxed_slice(),
             body: response.body.as_deref().map(Bytes::copy_from_slice),
         }
     }

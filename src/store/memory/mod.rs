@@ -218,13 +218,21 @@ impl IdempotencyStore for MemoryStore {
             state.touch(hashed);
             return Ok(Begin::Completed(response));
         }
-        let (key, partition) = (key.as_str(), partition(key));
-        let size = record_size(key, None);
-        if !state.make_room(&self.shared.limits, key, partition, size, 1, now) {
+        let (shared_key, partition) = (key.shared(), partition(key));
+        let size = record_size(key.as_str(), None);
+        if !state.make_room(&self.shared.limits, key.as_str(), partition, size, 1, now) {
             state.stats.refused += 1;
             return Err(StoreError::from_kind(StoreErrorKind::CapacityExhausted));
         }
-        state.insert(hashed, partition, *fingerprint, *token, later(now, lease));
+        let deadline = later(now, lease);
+        state.insert(
+            hashed,
+            shared_key,
+            partition,
+            *fingerprint,
+            *token,
+            deadline,
+        );
         Ok(Begin::Claimed)
     }
 

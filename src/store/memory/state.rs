@@ -168,16 +168,17 @@ impl State {
     pub(super) fn insert(
         &mut self,
         hashed: Hashed<'_>,
+        shared_key: Arc<str>,
         partition: usize,
         fingerprint: Fingerprint,
         token: LockToken,
         deadline: Instant,
     ) {
         let key = hashed.key;
+        debug_assert_eq!(key, &*shared_key);
         let id = self.tick();
         let deadline = self.moment(deadline);
         let size = record_size(key, None);
-        let shared_key: Arc<str> = Arc::from(key);
         self.by_deadline
             .insert((deadline, id), Arc::clone(&shared_key));
         self.charge(key, partition, size as isize, 1);
