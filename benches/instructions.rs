@@ -1,5 +1,5 @@
 //! Instructions per request, counted by callgrind (the count does not depend on a noisy
-//! clock): the bare handler, the pass-through, a fresh request and a replay with the
+//! clock): the bare handler, a layer that does nothing, the pass-through, a fresh request and a replay with the
 //! layer's defaults on the default memory store, and the SHA-256 of the same 1 KiB order, so that the layer's own work beside the
 //! digest is `fresh - bare - sha256`.
 //!
@@ -20,7 +20,14 @@ use tower_idempotency::{IdempotencyLayer, MemoryStore};
 
 mod common;
 
-const SCENARIOS: [&str; 5] = ["bare", "pass_through", "fresh", "replay", "sha256"];
+const SCENARIOS: [&str; 6] = [
+    "bare",
+    "noop_layer",
+    "pass_through",
+    "fresh",
+    "replay",
+    "sha256",
+];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -61,6 +68,10 @@ fn main() {
         of("replay") - bare - sha,
         of("pass_through") - bare,
     );
+    println!(
+        "pass-through beside a layer that does nothing (axum's boxed route and future): {:.0}",
+        of("pass_through") - of("noop_layer"),
+    );
 }
 
 /// Instructions callgrind counted inside `measured` for `n` requests of `scenario`.
@@ -98,6 +109,7 @@ fn child(scenario: &str, n: u64) {
     // The layer as configured by default, on the default memory store.
     let app = match scenario {
         "bare" => common::bare(Duration::ZERO),
+        "noop_layer" => common::noop_layered(),
         _ => common::bare(Duration::ZERO).layer(IdempotencyLayer::new(MemoryStore::new())),
     };
     // The keys are made before counting: making them is the client's work.

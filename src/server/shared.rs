@@ -2,7 +2,7 @@
 //! and the steps every stage of the flow takes with it: bounding a store call, and marking
 //! a response with its outcome.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, task::Poll};
 
 use http::Response;
 use http_body::Body;
@@ -61,11 +61,17 @@ impl<St> Shared<St> {
         )
     }
 
-    /// Bounds a store call by the configured timeout.
+    /// Bounds a store call by the configured timeout. A call that answers at once (the
+    /// memory store always does) never arms a timer.
     pub(crate) async fn timed<T>(
         &self,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        let mut call = std::pin::pin!(call);
+        let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+        if let Poll::Ready(answer) = first {
+            return answer;
+        }
         tokio::time::timeout(self.config.store_timeout, call)
             .await
             .unwrap_or_else(|_| Err(StoreError::from_kind(StoreErrorKind::Timeout)))

@@ -3,7 +3,7 @@
 //! response it holds ([`StoredResponse`]), and what a store answers ([`Begin`], [`Record`]).
 
 use std::{
-    fmt::{self, Write as _},
+    fmt,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, OnceLock,
@@ -36,7 +36,7 @@ impl RecordKey {
         let mut encoded = String::with_capacity(namespace.len() + scope.len() + key.len() + 23);
         encoded.push_str(namespace);
         encoded.push(':');
-        let _ = write!(encoded, "{}", scope.len());
+        push_decimal(&mut encoded, scope.len());
         encoded.push(':');
         encoded.push_str(scope);
         let partition = encoded.len();
@@ -75,6 +75,23 @@ impl RecordKey {
     pub fn scope_partition(&self) -> Option<&str> {
         (self.scope_len > 0).then(|| &self.encoded[..self.partition])
     }
+}
+
+/// Appends `n` in decimal, without the formatting machinery (this runs on every request).
+fn push_decimal(to: &mut String, n: usize) {
+    if n < 10 {
+        to.push(char::from(b'0' + n as u8));
+        return;
+    }
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    while rest > 0 {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    to.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 impl fmt::Debug for RecordKey {
@@ -272,5 +289,11 @@ mod tests {
             RecordKey::new("idem", "a:", "b"),
             RecordKey::new("idem", "a", ":b")
         );
+        for len in [9, 10, 99, 100, 1234] {
+            let scope = "s".repeat(len);
+            let key = RecordKey::new("idem", &scope, "k");
+            assert_eq!(key.as_str(), format!("idem:{len}:{scope}:k"));
+            assert_eq!((key.scope(), key.key()), (scope.as_str(), "k"));
+        }
     }
 }
