@@ -51,8 +51,8 @@ where
     let (parts, body) = req.into_parts();
     let key = match key::extract(&parts.headers, &config.header_name) {
         Ok(Some(key)) => key,
-        Ok(None) => return Ok(shared.refuse(&span, Problem::InvalidKey(KeyError::Missing))),
-        Err(err) => return Ok(shared.refuse(&span, Problem::InvalidKey(err))),
+        Ok(None) => return Ok(invalid_key(&shared, &span, KeyError::Missing)),
+        Err(err) => return Ok(invalid_key(&shared, &span, err)),
     };
 
     let body = match buffer_request(body, &parts.headers, config.max_request_body).await {
@@ -181,6 +181,17 @@ where
             Ok(shared.refuse(&span, Problem::StoreUnavailable))
         }
     }
+}
+
+/// The answer to a request whose key is missing or malformed, naming the header the
+/// layer reads keys from.
+fn invalid_key<St, B: http_body::Body>(
+    shared: &Shared<St>,
+    span: &Span,
+    err: KeyError,
+) -> Response<ResponseBody<B>> {
+    let header = Some(shared.config.header_name.clone());
+    shared.refuse(span, Problem::InvalidKey(err, header))
 }
 
 /// A claim that failed may still have landed (the store ran it, its reply was lost, or the

@@ -16,17 +16,36 @@ pub(crate) enum KeyError {
 }
 
 impl KeyError {
-    pub(crate) fn detail(self) -> &'static str {
+    /// What is wrong, naming the `header` the layer reads keys from when it is known.
+    pub(crate) fn detail(self, header: Option<&HeaderName>) -> String {
+        let named = header.map(|name| format!("the {} header", display_name(name)));
+        let header = named.as_deref().unwrap_or("an idempotency key header");
         match self {
-            Self::Missing => "this endpoint requires an idempotency key header",
-            Self::Repeated => "the idempotency key header was given more than once",
-            Self::Empty => "the idempotency key is empty",
-            Self::TooLong => "the idempotency key is longer than 255 bytes",
+            Self::Missing => format!("this endpoint requires {header}"),
+            Self::Repeated => format!("{header} was given more than once"),
+            Self::Empty => "the idempotency key is empty".to_owned(),
+            Self::TooLong => "the idempotency key is longer than 255 bytes".to_owned(),
             Self::BadCharacter => {
                 "the idempotency key may only contain visible ASCII characters (0x21 to 0x7E)"
+                    .to_owned()
             }
         }
     }
+}
+
+/// A header name as people write it: `x-payment-key` as `X-Payment-Key`.
+fn display_name(name: &HeaderName) -> String {
+    let mut shown = String::with_capacity(name.as_str().len());
+    let mut word_start = true;
+    for c in name.as_str().chars() {
+        shown.push(if word_start {
+            c.to_ascii_uppercase()
+        } else {
+            c
+        });
+        word_start = c == '-';
+    }
+    shown
 }
 
 /// The key of a request: `Ok(None)` when the header is absent.

@@ -1,7 +1,7 @@
 //! The `application/problem+json` (RFC 9457) responses the layer answers itself.
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 
 use super::{key::KeyError, outcome::Outcome};
 use crate::protocol::{ProblemType, PROBLEM_JSON};
@@ -9,7 +9,8 @@ use crate::protocol::{ProblemType, PROBLEM_JSON};
 /// A problem the layer answers instead of calling the inner service.
 #[derive(Debug, Clone)]
 pub(crate) enum Problem {
-    InvalidKey(KeyError),
+    /// A key refused, with the header the layer reads keys from (`None`: not known).
+    InvalidKey(KeyError, Option<HeaderName>),
     BodyTooLarge {
         limit: usize,
     },
@@ -35,7 +36,7 @@ pub(crate) enum Problem {
 impl Problem {
     pub(crate) fn outcome(&self) -> Outcome {
         match self {
-            Self::InvalidKey(_) => Outcome::InvalidKey,
+            Self::InvalidKey(..) => Outcome::InvalidKey,
             Self::BodyTooLarge { .. } => Outcome::TooLarge,
             Self::BodyUnreadable => Outcome::BodyUnreadable,
             Self::Conflict { .. } => Outcome::Conflict,
@@ -52,14 +53,14 @@ impl Problem {
     /// The response, with its body as bytes.
     pub(crate) fn into_response(self) -> Response<Bytes> {
         let (status, kind, title, detail, retry_after) = match &self {
-            Self::InvalidKey(err) => (
+            Self::InvalidKey(err, header) => (
                 StatusCode::BAD_REQUEST,
                 ProblemType::InvalidKey,
                 "Invalid idempotency key",
                 format!(
                     "{}. Send one key of 1 to 255 visible ASCII characters, new for each \
                      logical operation.",
-                    err.detail()
+                    err.detail(header.as_ref())
                 ),
                 None,
             ),
@@ -194,7 +195,7 @@ pub(crate) enum KeyRejectionKind {
 #[cfg(feature = "axum")]
 pub(crate) fn key_rejection(kind: KeyRejectionKind) -> Response<Bytes> {
     match kind {
-        KeyRejectionKind::Missing => Problem::InvalidKey(KeyError::Missing),
+        KeyRejectionKind::Missing => Problem::InvalidKey(KeyError::Missing, None),
         KeyRejectionKind::NotIntercepted => Problem::NotIntercepted,
     }
     .into_response()

@@ -82,6 +82,40 @@ async fn the_header_name_is_configurable() {
     assert_eq!(counter.runs(), 1);
 }
 
+/// A client that sends `Idempotency-Key` to a route that reads `x-payment-key` is told
+/// which header to send, not only that "an idempotency key header" is required.
+#[tokio::test]
+async fn a_missing_or_repeated_key_names_the_configured_header() {
+    let layer = IdempotencyLayer::new(MemoryStore::new())
+        .header_name("x-payment-key".parse().unwrap())
+        .require_key(true);
+    let (app, counter) = app(layer);
+    let missing = send(
+        &app,
+        post_with_key("/orders", &unique("wrong-header"), "{}"),
+    )
+    .await;
+    missing.assert_problem(StatusCode::BAD_REQUEST, "invalid-key");
+    let detail = missing.json()["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.starts_with("this endpoint requires the X-Payment-Key header"),
+        "{detail}"
+    );
+    let repeated = Request::post("/orders")
+        .header("x-payment-key", "a")
+        .header("x-payment-key", "b")
+        .body(Body::from("{}"))
+        .unwrap();
+    let repeated = send(&app, repeated).await;
+    repeated.assert_problem(StatusCode::BAD_REQUEST, "invalid-key");
+    let detail = repeated.json()["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.starts_with("the X-Payment-Key header was given more than once"),
+        "{detail}"
+    );
+    assert_eq!(counter.runs(), 0);
+}
+
 #[tokio::test]
 async fn an_oversized_request_is_413_and_never_runs() {
     let (app, counter) = app(IdempotencyLayer::new(MemoryStore::new()).max_request_body(1024));
