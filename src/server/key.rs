@@ -127,7 +127,7 @@ mod tests {
             KeyError::TooLong,
             KeyError::BadCharacter,
         ];
-        let details: std::collections::HashSet<_> = all.iter().map(|e| e.detail()).collect();
+        let details: std::collections::HashSet<_> = all.iter().map(|e| e.detail(None)).collect();
         assert_eq!(details.len(), all.len(), "each detail is its own");
         for (err, word) in all.iter().zip([
             "requires",
@@ -136,7 +136,11 @@ mod tests {
             "255",
             "visible ASCII",
         ]) {
-            assert!(err.detail().contains(word), "{err:?}: {}", err.detail());
+            assert!(
+                err.detail(None).contains(word),
+                "{err:?}: {}",
+                err.detail(None)
+            );
         }
     }
 

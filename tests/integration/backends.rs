@@ -1,8 +1,10 @@
 //! The Redis and PostgreSQL stores against the real servers: shared by many instances,
 //! round trips, outages, bad data, stable record format.
 //!
-//! Each reads its server's URL from the environment (`REDIS_URL`, `DATABASE_URL`). Unset,
-//! the tests skip with a notice; set and unreachable, they fail.
+//! Each reads its server's URL from the environment (`REDIS_URL`, `DATABASE_URL`). Unset
+//! when the tests are built, `cargo test` reports them ignored with that reason (the
+//! build script sets `redis_url_unset` / `database_url_unset`); set and unreachable, they
+//! fail.
 
 use std::{
     future::Future,
@@ -49,14 +51,12 @@ pub(crate) trait Backend {
     fn put_neither(url: &str, key: &RecordKey) -> impl Future<Output = ()> + Send;
 }
 
-/// The server's URL, or `None` (with a notice) when its variable is unset.
-pub(crate) fn url<B: Backend>(test: &str) -> Option<String> {
+/// The server's URL. The tests that call this are ignored when its variable was unset at
+/// build time; run anyway (`--ignored`) without it, they fail and say why.
+pub(crate) fn url<B: Backend>(test: &str) -> String {
     match std::env::var(B::VAR) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!("skipped {test}: {} is not set", B::VAR);
-            None
-        }
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!("{test} needs {}: set it to the server's URL", B::VAR),
     }
 }
 
@@ -271,13 +271,13 @@ pub(crate) async fn current_format_records_decode<B: Backend>(url: &str) {
 
 /// Instantiates every backend check, and the conformance suite, for one backend.
 macro_rules! backend_tests {
-    ($backend:ty) => {
-        tower_idempotency::store_conformance_tests!(async {
-            let url = $crate::backends::url::<$backend>("conformance")?;
+    ($backend:ty, #[$unset:meta]) => {
+        tower_idempotency::store_conformance_tests!(#[$unset] async {
+            let url = $crate::backends::url::<$backend>("conformance");
             Some($crate::backends::store::<$backend>(&url).await)
         });
 
-        $crate::backends::backend_tests!(@each $backend;
+        $crate::backends::backend_tests!(@each $backend, #[$unset];
             two_instances_run_once,
             round_trips,
             outage_fails_closed_and_recovers,
@@ -285,46 +285,49 @@ macro_rules! backend_tests {
             unreadable_records_are_500,
             current_format_records_decode,
         );
-        $crate::backends::backend_tests!(@faults $backend;
+        $crate::backends::backend_tests!(@faults $backend, #[$unset];
             a_completion_blip_is_retried_and_replays,
             a_lost_claim_reply_is_cleaned_up,
             nested_layers_share_the_backend,
         );
-        $crate::backends::backend_tests!(@processes $backend;
+        $crate::backends::backend_tests!(@processes $backend, #[$unset];
             two_processes_run_once,
             crashed_process_is_taken_over,
             paused_process_is_fenced,
             graceful_shutdown_finishes_the_write,
         );
     };
-    (@faults $backend:ty; $($check:ident),* $(,)?) => {
+    (@faults $backend:ty, #[$unset:meta]; $($check:ident),* $(,)?) => {
         mod faults {
             $(
+                #[$unset]
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
-                    let Some(url) = $crate::backends::url::<$backend>(stringify!($check)) else { return };
+                    let url = $crate::backends::url::<$backend>(stringify!($check));
                     $crate::backend_faults::$check::<$backend>(&url).await;
                 }
             )*
         }
     };
-    (@processes $backend:ty; $($check:ident),* $(,)?) => {
+    (@processes $backend:ty, #[$unset:meta]; $($check:ident),* $(,)?) => {
         mod processes {
             $(
+                #[$unset]
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
-                    let Some(url) = $crate::backends::url::<$backend>(stringify!($check)) else { return };
+                    let url = $crate::backends::url::<$backend>(stringify!($check));
                     $crate::processes::$check::<$backend>(&url).await;
                 }
             )*
         }
     };
-    (@each $backend:ty; $($check:ident),* $(,)?) => {
+    (@each $backend:ty, #[$unset:meta]; $($check:ident),* $(,)?) => {
         mod checks {
             $(
+                #[$unset]
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
-                    let Some(url) = $crate::backends::url::<$backend>(stringify!($check)) else { return };
+                    let url = $crate::backends::url::<$backend>(stringify!($check));
                     $crate::backends::$check::<$backend>(&url).await;
                 }
             )*

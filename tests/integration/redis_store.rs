@@ -82,4 +82,7 @@ impl Backend for Redis {
     }
 }
 
-crate::backends::backend_tests!(crate::redis_store::Redis);
+crate::backends::backend_tests!(
+    crate::redis_store::Redis,
+    #[cfg_attr(redis_url_unset, ignore = "REDIS_URL is not set")]
+);

@@ -244,20 +244,18 @@ async fn commits_the_order_and_the_record_together(store: PostgresStore, url: &s
     orders.drop_table().await;
 }
 
+#[cfg_attr(database_url_unset, ignore = "DATABASE_URL is not set")]
 #[tokio::test]
 async fn tokio_postgres_completion_commits_the_order_and_the_record_together() {
-    let Some(url) = url::<Postgres>("tokio-postgres completion") else {
-        return;
-    };
+    let url = url::<Postgres>("tokio-postgres completion");
     commits_the_order_and_the_record_together(tokio_store(&url).await, &url, false).await;
 }
 
 #[cfg(feature = "sqlx")]
+#[cfg_attr(database_url_unset, ignore = "DATABASE_URL is not set")]
 #[tokio::test]
 async fn sqlx_completion_commits_the_order_and_the_record_together() {
-    let Some(url) = url::<Postgres>("sqlx completion") else {
-        return;
-    };
+    let url = url::<Postgres>("sqlx completion");
     commits_the_order_and_the_record_together(sqlx_store(&url).await, &url, true).await;
 }
 
@@ -277,30 +275,27 @@ async fn a_lost_claim_commits_nothing(store: PostgresStore, url: &str, sqlx: boo
     orders.drop_table().await;
 }
 
+#[cfg_attr(database_url_unset, ignore = "DATABASE_URL is not set")]
 #[tokio::test]
 async fn tokio_postgres_a_lost_claim_commits_nothing() {
-    let Some(url) = url::<Postgres>("tokio-postgres lost claim") else {
-        return;
-    };
+    let url = url::<Postgres>("tokio-postgres lost claim");
     a_lost_claim_commits_nothing(tokio_store(&url).await, &url, false).await;
 }
 
 #[cfg(feature = "sqlx")]
+#[cfg_attr(database_url_unset, ignore = "DATABASE_URL is not set")]
 #[tokio::test]
 async fn sqlx_a_lost_claim_commits_nothing() {
-    let Some(url) = url::<Postgres>("sqlx lost claim") else {
-        return;
-    };
+    let url = url::<Postgres>("sqlx lost claim");
     a_lost_claim_commits_nothing(sqlx_store(&url).await, &url, true).await;
 }
 
 /// Whatever the handler does after its commit (another answer, a panic), the first caller
 /// gets the recorded response, a retry replays it, and the handler never runs again.
+#[cfg_attr(database_url_unset, ignore = "DATABASE_URL is not set")]
 #[tokio::test]
 async fn after_the_commit_the_record_is_the_answer() {
-    let Some(url) = url::<Postgres>("answer after commit") else {
-        return;
-    };
+    let url = url::<Postgres>("answer after commit");
     let store = tokio_store(&url).await;
     let orders = Orders::create(&url).await;
     let otherwise = router(store.clone(), &orders.table, Meddle::AnswerOtherwise, false);
@@ -342,11 +337,10 @@ async fn after_the_commit_the_record_is_the_answer() {
 /// A fresh request with transactional completion costs the claim and the handler's own
 /// transaction (BEGIN, INSERT, the fenced completion, COMMIT): no completion of the
 /// layer's own after it.
+#[cfg_attr(database_url_unset, ignore = "DATABASE_URL is not set")]
 #[tokio::test]
 async fn transactional_completion_costs_no_round_trip_of_the_layers_own() {
-    let Some(url) = url::<Postgres>("transactional round trips") else {
-        return;
-    };
+    let url = url::<Postgres>("transactional round trips");
     let proxy = Proxy::start(server_addr(&url), Protocol::Postgres).await;
     let store = tokio_store(&url_via(&url, proxy.addr())).await;
     let orders = Orders::create(&url).await;
@@ -369,11 +363,10 @@ async fn transactional_completion_costs_no_round_trip_of_the_layers_own() {
 /// An outer layer on PostgreSQL, an inner one on another store: the handler gets the outer
 /// layer's key and completes in its transaction; the inner layer records in its own store
 /// as usual. Retries replay from either, and the order commits once.
+#[cfg_attr(database_url_unset, ignore = "DATABASE_URL is not set")]
 #[tokio::test]
 async fn nested_under_a_layer_on_another_store_the_outer_key_is_the_handlers() {
-    let Some(url) = url::<Postgres>("nested transactional") else {
-        return;
-    };
+    let url = url::<Postgres>("nested transactional");
     let store = tokio_store(&url).await;
     let orders = Orders::create(&url).await;
     let inner = tower_idempotency::MemoryStore::new();

@@ -121,12 +121,17 @@ pub mod __private {
 /// Expands to one `#[tokio::test]` per conformance check, each on a store built by
 /// `$make` (an expression of type `impl Future<Output = Option<Store>>`; `None` skips).
 ///
+/// An attribute written before `$make` is put on every test, e.g. to report the tests
+/// ignored, with the reason, when a server they need is not configured (a cfg your build
+/// script sets):
+/// `store_conformance_tests!(#[cfg_attr(no_server, ignore = "SERVER_URL is not set")] async { … })`.
+///
 /// The tests name this crate `tower_idempotency`; a renamed dependency cannot use the macro
 /// (call the checks in [`conformance`](crate::store::conformance) directly instead).
 #[macro_export]
 macro_rules! store_conformance_tests {
-    ($make:expr) => {
-        $crate::store_conformance_tests!(@tests $make;
+    (#[$attr:meta] $make:expr) => {
+        $crate::store_conformance_tests!(@tests #[$attr] $make;
             claim_then_in_progress_or_conflict,
             complete_then_replay,
             body_less_record_round_trips,
@@ -140,8 +145,24 @@ macro_rules! store_conformance_tests {
             a_repeated_begin_with_the_holders_token_is_its_own,
         );
     };
-    (@tests $make:expr; $($check:ident),* $(,)?) => {
+    ($make:expr) => {
+        $crate::store_conformance_tests!(@tests #[allow(unused)] $make;
+            claim_then_in_progress_or_conflict,
+            complete_then_replay,
+            body_less_record_round_trips,
+            writes_are_fenced,
+            release_frees_the_key,
+            expired_lease_is_taken_over_and_fenced,
+            renew_extends_the_lease,
+            completed_record_expires,
+            concurrent_begins_claim_once,
+            namespaces_and_scopes_are_separate,
+            a_repeated_begin_with_the_holders_token_is_its_own,
+        );
+    };
+    (@tests #[$attr:meta] $make:expr; $($check:ident),* $(,)?) => {
         $(
+            #[$attr]
             #[$crate::store::conformance::__private::tokio::test(
                 flavor = "multi_thread",
                 worker_threads = 2,
