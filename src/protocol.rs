@@ -13,6 +13,22 @@ pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key
 /// The header a replayed response carries, with the value `true`.
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
+/// `Idempotency-Replayed`, the replay marker some other servers send
+/// ([`IdempotencyLayer::replay_headers`](crate::IdempotencyLayer::replay_headers) adds
+/// it; the client layer recognises it).
+pub const IDEMPOTENCY_REPLAYED: HeaderName = HeaderName::from_static("idempotency-replayed");
+
+/// `X-Idempotent-Replayed`, the replay marker other servers send, as
+/// [`IDEMPOTENCY_REPLAYED`].
+pub const X_IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("x-idempotent-replayed");
+
+/// Every replay marker the client layer recognises: ours and the peers'.
+pub const REPLAY_MARKERS: [HeaderName; 3] = [
+    IDEMPOTENT_REPLAYED,
+    IDEMPOTENCY_REPLAYED,
+    X_IDEMPOTENT_REPLAYED,
+];
+
 /// The media type of every error the layer answers itself (RFC 9457).
 pub const PROBLEM_JSON: &str = "application/problem+json";
 

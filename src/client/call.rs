@@ -18,7 +18,7 @@ use super::{
     outcome::{Attempt, AttemptResult, ClientOutcome},
     policy::{in_progress, jittered, retry_after, retryable_status, Retry},
 };
-use crate::protocol::IDEMPOTENT_REPLAYED;
+use crate::protocol::REPLAY_MARKERS;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -143,10 +143,12 @@ where
         let give_up = last || wait.is_none_or(|w| past(deadline, w));
         match sent.ended {
             Ok(mut response) if give_up => {
-                outcome.replayed = response
-                    .headers()
-                    .get(IDEMPOTENT_REPLAYED)
-                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+                outcome.replayed = REPLAY_MARKERS.iter().any(|marker| {
+                    response
+                        .headers()
+                        .get(marker)
+                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
+                });
                 response.extensions_mut().insert(outcome);
                 return Ok(response);
             }

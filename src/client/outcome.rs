@@ -13,7 +13,8 @@ pub struct ClientOutcome {
     /// Every attempt, in order; the last one produced the response.
     pub attempts: Vec<Attempt>,
     /// Whether the server answered with a replay of an earlier attempt's response
-    /// (`Idempotent-Replayed: true`).
+    /// (`Idempotent-Replayed: true`, or a peer's marker: `Idempotency-Replayed`,
+    /// `X-Idempotent-Replayed`).
     pub replayed: bool,
 }
 

@@ -130,7 +130,7 @@ impl<St: IdempotencyStore> Claim<St> {
 
     /// The record of a response with these `parts` and `body` (`None`: not kept).
     pub(crate) fn record(&self, parts: &Parts, body: Option<bytes::Bytes>) -> StoredResponse {
-        to_record(parts, body, &self.shared.config.unstored_headers)
+        to_record(parts, body, &self.shared.config.not_recorded)
     }
 
     /// Records the response with `parts` and `body` (`None`: not kept), its headers lent
@@ -140,7 +140,7 @@ impl<St: IdempotencyStore> Claim<St> {
         parts: &mut Parts,
         body: Option<bytes::Bytes>,
     ) -> Option<bytes::Bytes> {
-        let (record, lent) = lend(parts, body, &self.shared.config.unstored_headers);
+        let (record, lent) = lend(parts, body, &self.shared.config.not_recorded);
         self.complete(&record).await;
         give_back(parts, record, lent)
     }

@@ -33,6 +33,10 @@ pub(crate) struct Config {
     pub(crate) fail_open: bool,
     pub(crate) transient_statuses: Vec<StatusCode>,
     pub(crate) unstored_headers: Vec<HeaderName>,
+    /// The headers a replay carries, each with the value `true`.
+    pub(crate) replay_headers: Vec<HeaderName>,
+    /// What no record keeps: the unstored headers and the replay markers.
+    pub(crate) not_recorded: Vec<HeaderName>,
     pub(crate) run_to_completion: bool,
     pub(crate) store_timeout: Duration,
     pub(crate) handler_failure: HandlerFailure,
@@ -59,10 +63,32 @@ impl Default for Config {
             fail_open: defaults::FAIL_OPEN,
             transient_statuses: defaults::TRANSIENT_STATUSES.to_vec(),
             unstored_headers: defaults::UNSTORED_HEADERS.to_vec(),
+            replay_headers: defaults::REPLAY_HEADERS.to_vec(),
+            not_recorded: Vec::new(),
             run_to_completion: defaults::RUN_TO_COMPLETION,
             store_timeout: defaults::STORE_TIMEOUT,
             handler_failure: defaults::HANDLER_FAILURE,
             completion_retry: defaults::COMPLETION_RETRY,
         }
+        .settled()
+    }
+}
+
+impl Config {
+    /// Derives what follows from the settings: called after every change.
+    pub(crate) fn settled(mut self) -> Self {
+        self.settle();
+        self
+    }
+
+    /// Derives what follows from the settings, in place.
+    pub(crate) fn settle(&mut self) {
+        let mut not_recorded = self.unstored_headers.clone();
+        for name in &self.replay_headers {
+            if !not_recorded.contains(name) {
+                not_recorded.push(name.clone());
+            }
+        }
+        self.not_recorded = not_recorded;
     }
 }

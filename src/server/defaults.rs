@@ -70,6 +70,9 @@ pub const TRANSIENT_STATUSES: [StatusCode; 3] = [
 /// Response headers never recorded, on top of the hop-by-hop ones: `set-cookie`.
 pub const UNSTORED_HEADERS: [HeaderName; 1] = [header::SET_COOKIE];
 
+/// The headers a replay carries, each with the value `true`: `Idempotent-Replayed`.
+pub const REPLAY_HEADERS: [HeaderName; 1] = [protocol::IDEMPOTENT_REPLAYED];
+
 /// Whether the handler is driven to completion when the client goes away: yes.
 pub const RUN_TO_COMPLETION: bool = true;
 
@@ -140,6 +143,7 @@ mod tests {
                 list(&TRANSIENT_STATUSES, |s| code(*s)),
             ),
             ("UNSTORED_HEADERS", list(&UNSTORED_HEADERS, name)),
+            ("REPLAY_HEADERS", list(&REPLAY_HEADERS, name)),
             ("RUN_TO_COMPLETION", yes_no(RUN_TO_COMPLETION).to_owned()),
             ("STORE_TIMEOUT", duration(STORE_TIMEOUT)),
             ("COMPLETION_RETRY", duration(COMPLETION_RETRY)),

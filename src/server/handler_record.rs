@@ -75,7 +75,7 @@ where
     let record = claim.map(|claim| {
         let config = &claim.config;
         let kept = (body.len() <= config.max_response_body).then(|| body.clone());
-        to_record(&parts, kept, &config.unstored_headers)
+        to_record(&parts, kept, &config.not_recorded)
     });
     Ok(Prepared {
         record,

@@ -119,7 +119,11 @@ where
             execute(inner, shared, req, record_key, token, handle, span).await
         }
         Ok(Begin::Completed(mut stored)) => Ok(match stored.body.take() {
-            Some(body) => shared.finish(&span, Outcome::Replayed, replay(stored, body)),
+            Some(body) => shared.finish(
+                &span,
+                Outcome::Replayed,
+                replay(stored, body, &shared.config.replay_headers),
+            ),
             None => shared.refuse(
                 &span,
                 Problem::ResponseNotStored {

@@ -25,14 +25,22 @@ pub const MAX_STORE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// The longest completion retry period: 24 hours (zero: try once).
 pub const MAX_COMPLETION_RETRY: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// A layer configured with a value outside its bounds; says which knob, the value, and
-/// the bounds.
+/// A layer configured with a value it cannot work with (a duration outside its bounds,
+/// an empty list, a malformed URL); says which knob and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     knob: &'static str,
-    value: Duration,
-    min: Duration,
-    max: Duration,
+    why: Why,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Why {
+    OutOfBounds {
+        value: Duration,
+        min: Duration,
+        max: Duration,
+    },
+    Invalid(&'static str),
 }
 
 impl ConfigError {
@@ -40,15 +48,26 @@ impl ConfigError {
     pub fn knob(&self) -> &'static str {
         self.knob
     }
+
+    /// A value of `knob` refused for the reason `why`.
+    pub(crate) fn invalid(knob: &'static str, why: &'static str) -> Self {
+        Self {
+            knob,
+            why: Why::Invalid(why),
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} must be between {:?} and {:?}, not {:?}",
-            self.knob, self.min, self.max, self.value
-        )
+        match &self.why {
+            Why::OutOfBounds { value, min, max } => write!(
+                f,
+                "{} must be between {min:?} and {max:?}, not {value:?}",
+                self.knob
+            ),
+            Why::Invalid(why) => write!(f, "{}: {why}", self.knob),
+        }
     }
 }
 
@@ -66,9 +85,7 @@ pub(crate) fn check(
     } else {
         Err(ConfigError {
             knob,
-            value,
-            min,
-            max,
+            why: Why::OutOfBounds { value, min, max },
         })
     }
 }

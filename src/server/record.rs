@@ -162,13 +162,20 @@ pub(crate) fn to_record(
 }
 
 /// The replay of a record that has its body.
-pub(crate) fn replay<B: Body>(stored: StoredResponse, body: Bytes) -> Response<ResponseBody<B>> {
+/// It carries each of the `markers`, with the value `true`.
+pub(crate) fn replay<B: Body>(
+    stored: StoredResponse,
+    body: Bytes,
+    markers: &[HeaderName],
+) -> Response<ResponseBody<B>> {
     let mut response = Response::new(ResponseBody::full(body));
     *response.status_mut() = stored.status;
     *response.headers_mut() = stored.headers;
-    response
-        .headers_mut()
-        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    for marker in markers {
+        response
+            .headers_mut()
+            .insert(marker.clone(), HeaderValue::from_static("true"));
+    }
     response
 }
 

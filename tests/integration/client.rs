@@ -409,3 +409,47 @@ async fn a_huge_retry_after_is_bounded_not_a_panic() {
         assert!(outcome.attempts[1].waited <= Duration::from_secs(24 * 60 * 60));
     }
 }
+
+/// A server that marks its replays the way other servers do (`X-Idempotent-Replayed`)
+/// is still read as replaying.
+#[tokio::test]
+async fn a_peer_servers_replay_marker_is_recognised() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let server = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(MemoryStore::new())
+                .replay_headers([tower_idempotency::protocol::X_IDEMPOTENT_REPLAYED])
+                .unwrap(),
+        )
+        .service(service_fn({
+            let runs = runs.clone();
+            move |_: Request<tower_idempotency::RequestBody<Full<Bytes>>>| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("made")))) }
+            }
+        }));
+    let mut client = ServiceBuilder::new()
+        .layer(IdempotencyClientLayer::new().key_from(|_, _| Some("one-order".to_owned())))
+        .service(server);
+    let mut call = async || {
+        let request = Request::post("/orders")
+            .body(Full::new(Bytes::from_static(b"x")))
+            .unwrap();
+        let response = ServiceExt::<Request<Full<Bytes>>>::ready(&mut client)
+            .await
+            .unwrap()
+            .call(request)
+            .await
+            .unwrap();
+        response
+            .extensions()
+            .get::<ClientOutcome>()
+            .unwrap()
+            .clone()
+    };
+    let first = call().await;
+    let second = call().await;
+    assert!(!first.replayed);
+    assert!(second.replayed, "x-idempotent-replayed: true is a replay");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}

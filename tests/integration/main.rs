@@ -19,6 +19,7 @@ mod redis_store;
 #[cfg(feature = "postgres")]
 mod transactional;
 
+mod answers;
 #[cfg(feature = "client")]
 mod client;
 mod composition;
