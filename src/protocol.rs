@@ -35,6 +35,15 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// The prefix of every problem `type` URI this crate answers with.
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:tower-idempotency:problem:";
 
+/// Where the crate documents its problem types, one anchor per
+/// [`slug`](ProblemType::slug): the page of this version on docs.rs, by default the base
+/// of the `Link: <…>; rel="describedby"` every problem answer carries.
+pub const PROBLEM_DOCS: &str = concat!(
+    "https://docs.rs/tower-idempotency/",
+    env!("CARGO_PKG_VERSION"),
+    "/tower_idempotency/problems/index.html#"
+);
+
 /// The kinds of problem the server layer answers with, each with its own `type` URI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -121,7 +121,9 @@ impl<St: IdempotencyStore> Claim<St> {
                 Outcome::Released
             }
             HandlerFailure::Record => {
-                let (parts, body) = Problem::OutcomeUnknown.into_response().into_parts();
+                let (parts, body) = Problem::OutcomeUnknown
+                    .render(&self.shared.config)
+                    .into_parts();
                 self.complete(&self.record(&parts, Some(body))).await;
                 Outcome::HandlerFailed
             }

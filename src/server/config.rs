@@ -2,15 +2,21 @@
 
 use std::{sync::Arc, time::Duration};
 
-use http::{request::Parts, HeaderName, Method, StatusCode};
+use bytes::Bytes;
+use http::{request::Parts, HeaderName, Method, Response, StatusCode};
 
 use super::{
     choices::{ConflictStatus, HandlerFailure},
     defaults,
+    problem_details::ProblemDetails,
 };
+use crate::protocol::PROBLEM_DOCS;
 
 /// Derives the scope of a request (e.g. the tenant an auth layer put in the extensions).
 pub(crate) type ScopeFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
+
+/// Renders a problem the layer answers itself as the app's own error response.
+pub(crate) type ProblemHook = Arc<dyn Fn(&ProblemDetails) -> Response<Bytes> + Send + Sync>;
 
 /// Everything the layer's services share, read-only once the layer is built.
 #[derive(Clone)]
@@ -41,6 +47,9 @@ pub(crate) struct Config {
     pub(crate) store_timeout: Duration,
     pub(crate) handler_failure: HandlerFailure,
     pub(crate) completion_retry: Duration,
+    /// The base the problem types' documentation links start with (`None`: no link).
+    pub(crate) problem_docs: Option<Arc<str>>,
+    pub(crate) problem_response: Option<ProblemHook>,
 }
 
 impl Default for Config {
@@ -69,6 +78,8 @@ impl Default for Config {
             store_timeout: defaults::STORE_TIMEOUT,
             handler_failure: defaults::HANDLER_FAILURE,
             completion_retry: defaults::COMPLETION_RETRY,
+            problem_docs: Some(PROBLEM_DOCS.into()),
+            problem_response: None,
         }
         .settled()
     }

@@ -67,7 +67,7 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
 }
 
 impl<St> IdempotencyLayer<St> {
-    fn with(mut self, change: impl FnOnce(&mut Config)) -> Self {
+    pub(super) fn with(mut self, change: impl FnOnce(&mut Config)) -> Self {
         let config = Arc::make_mut(&mut self.config);
         change(config);
         config.settle();
@@ -256,43 +256,6 @@ impl<St> IdempotencyLayer<St> {
     #[must_use]
     pub fn unstored_headers(self, headers: impl IntoIterator<Item = HeaderName>) -> Self {
         self.with(|c| c.unstored_headers = headers.into_iter().collect())
-    }
-
-    /// The headers a replayed response carries, each with the value `true` (default
-    /// [`REPLAY_HEADERS`](crate::defaults::REPLAY_HEADERS): `Idempotent-Replayed`). Name
-    /// others to rename the marker or to add one for clients written for other servers:
-    /// [`IDEMPOTENCY_REPLAYED`](crate::protocol::IDEMPOTENCY_REPLAYED) or
-    /// [`X_IDEMPOTENT_REPLAYED`](crate::protocol::X_IDEMPOTENT_REPLAYED). No record keeps
-    /// them, whatever the handler sets.
-    ///
-    /// ```
-    /// use tower_idempotency::{protocol, IdempotencyLayer, MemoryStore};
-    ///
-    /// let layer = IdempotencyLayer::new(MemoryStore::new())
-    ///     .replay_headers([protocol::IDEMPOTENT_REPLAYED, protocol::X_IDEMPOTENT_REPLAYED])?;
-    /// # Ok::<(), tower_idempotency::ConfigError>(())
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// With no header: a replay must say it is one.
-    pub fn replay_headers(
-        self,
-        headers: impl IntoIterator<Item = HeaderName>,
-    ) -> Result<Self, ConfigError> {
-        let mut names: Vec<HeaderName> = Vec::new();
-        for name in headers {
-            if !names.contains(&name) {
-                names.push(name);
-            }
-        }
-        if names.is_empty() {
-            return Err(ConfigError::invalid(
-                "replay_headers",
-                "at least one header must mark a replay",
-            ));
-        }
-        Ok(self.with(|c| c.replay_headers = names))
     }
 
     /// Whether the inner service is driven to completion when the client goes away, so

@@ -3,14 +3,15 @@
 //! A request flows one way through these modules, each importing only the steps below it
 //! and the leaves they share:
 //!
-//! `layer` (configuration) → `service` (pass through, or intercept) → `intercept` (key,
+//! `layer` and `answers` (configuration) → `service` (pass through, or intercept) → `intercept` (key,
 //! body, fingerprint, claim; refuse or replay) → `execute` (run the inner service, decide
 //! what becomes of the key) → `claim` (renew, complete, release). The leaves: `shared`
 //! (store, config, counters), `config`, `defaults`, `limits` and `choices`, `buffer`
-//! (reading bodies), `record` (response ↔ record), `problem`, `outcome`, `body`, `key`,
+//! (reading bodies), `record` (response ↔ record), `problem` and `problem_details`, `outcome`, `body`, `key`,
 //! `fingerprint`, `detach`, `bounds`, and what the handler sees: `idempotency_key`,
 //! `not_executed`, `completion` and `handler_record`.
 
+mod answers;
 mod body;
 mod bounds;
 mod buffer;
@@ -34,6 +35,7 @@ pub mod limits;
 mod not_executed;
 mod outcome;
 mod problem;
+mod problem_details;
 mod record;
 mod service;
 mod shared;
@@ -51,5 +53,6 @@ pub use self::{
     limits::ConfigError,
     not_executed::NotExecuted,
     outcome::{Metrics, Outcome},
+    problem_details::ProblemDetails,
     service::Idempotency,
 };

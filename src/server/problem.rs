@@ -1,10 +1,10 @@
 //! The `application/problem+json` (RFC 9457) responses the layer answers itself.
 
 use bytes::Bytes;
-use http::{header, HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderName, Response, StatusCode};
 
-use super::{key::KeyError, outcome::Outcome};
-use crate::protocol::{ProblemType, PROBLEM_JSON};
+use super::{config::Config, key::KeyError, outcome::Outcome, problem_details::ProblemDetails};
+use crate::protocol::{ProblemType, PROBLEM_DOCS};
 
 /// A problem the layer answers instead of calling the inner service.
 #[derive(Debug, Clone)]
@@ -50,8 +50,27 @@ impl Problem {
         }
     }
 
-    /// The response, with its body as bytes.
+    /// The response as `config` renders it: the app's hook, or problem+json; either way
+    /// with `Retry-After` where the contract gives one.
+    pub(crate) fn render(self, config: &Config) -> Response<Bytes> {
+        let details = self.details(config.problem_docs.as_deref());
+        let mut response = match &config.problem_response {
+            Some(hook) => hook(&details),
+            None => return details.to_response(),
+        };
+        details.add_required_headers(&mut response);
+        response
+    }
+
+    /// The response, rendered the default way, linking to the crate's documentation
+    /// (where no layer's configuration is at hand).
     pub(crate) fn into_response(self) -> Response<Bytes> {
+        self.details(Some(PROBLEM_DOCS)).to_response()
+    }
+
+    /// What the app's hook is given: the problem, documented under `docs` (a base the
+    /// problem type's slug is appended to; `None`: no link).
+    pub(crate) fn details(self, docs: Option<&str>) -> ProblemDetails {
         let (status, kind, title, detail, retry_after) = match &self {
             Self::InvalidKey(err, header) => (
                 StatusCode::BAD_REQUEST,
@@ -107,7 +126,7 @@ impl Problem {
                 "the first request with this key has not finished; retry the same request \
                  with the same key after Retry-After"
                     .to_owned(),
-                Some("1"),
+                Some(1),
             ),
             Self::StoreUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -116,7 +135,7 @@ impl Problem {
                 "the request was not processed because its key could not be recorded; retry \
                  the same request with the same key after Retry-After"
                     .to_owned(),
-                Some("2"),
+                Some(2),
             ),
             Self::ResponseNotStored { original } => (
                 StatusCode::CONFLICT,
@@ -161,23 +180,18 @@ impl Problem {
                 None,
             ),
         };
-        let mut body = serde_json::json!({
-            "type": kind.uri(),
-            "title": title,
-            "status": status.as_u16(),
-            "detail": detail,
-        });
-        if let Self::ResponseNotStored { original } = &self {
-            body["original_status"] = original.as_u16().into();
+        ProblemDetails {
+            kind,
+            status,
+            title,
+            detail,
+            retry_after,
+            original_status: match self {
+                Self::ResponseNotStored { original } => Some(original),
+                _ => None,
+            },
+            documentation: docs.map(|base| format!("{base}{}", kind.slug())),
         }
-        let mut response = Response::new(Bytes::from(body.to_string()));
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if let Some(seconds) = retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
-        }
-        response
     }
 }
 

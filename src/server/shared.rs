@@ -57,7 +57,7 @@ impl<St> Shared<St> {
         self.finish(
             span,
             outcome,
-            problem.into_response().map(ResponseBody::full),
+            problem.render(&self.config).map(ResponseBody::full),
         )
     }
 

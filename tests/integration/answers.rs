@@ -1,9 +1,16 @@
-//! What the layer writes on the responses it touches: the replay markers.
+//! What the layer writes on the responses it touches: the replay markers, the links from
+//! its problem answers to their documentation, and the app's own rendering of them.
 
-use axum::{body::Body, http::Response, routing::post, Router};
-use tower_idempotency::{protocol, IdempotencyLayer, MemoryStore};
+use axum::{
+    body::Body,
+    http::{header, Request, Response, StatusCode},
+    routing::post,
+    Router,
+};
+use bytes::Bytes;
+use tower_idempotency::{protocol, IdempotencyLayer, MemoryStore, Outcome, ProblemDetails};
 
-use crate::support::{app, post_with_key, send, unique};
+use crate::support::{app, post_with_key, send, unique, Answer};
 
 #[tokio::test]
 async fn a_replay_carries_each_configured_marker_and_no_other() {
@@ -73,4 +80,157 @@ fn a_layer_with_no_replay_marker_is_refused_when_built() {
     };
     assert_eq!(err.knob(), "replay_headers");
     assert!(err.to_string().contains("mark a replay"), "{err}");
+}
+
+/// The layer's in-progress answer while `/slow` runs with `key` under `app`; the first
+/// request is let finish before this returns.
+async fn in_progress_answer(app: &Router, counter: &crate::support::Counter) -> Answer {
+    let key = unique("in-progress");
+    let started = counter.started.notified();
+    let first = tokio::spawn({
+        let (app, key) = (app.clone(), key.clone());
+        async move { send(&app, post_with_key("/slow", &key, "x")).await }
+    });
+    started.await;
+    let answer = send(app, post_with_key("/slow", &key, "x")).await;
+    counter.gate.add_permits(1);
+    first.await.unwrap();
+    answer
+}
+
+#[tokio::test]
+async fn every_problem_answer_links_to_its_documentation() {
+    let (app, counter) = app(IdempotencyLayer::new(MemoryStore::new()));
+    let answer = in_progress_answer(&app, &counter).await;
+    answer.assert_problem(StatusCode::CONFLICT, "in-progress");
+    let link = answer.headers[header::LINK].to_str().unwrap();
+    assert_eq!(
+        link,
+        format!(
+            "<{}in-progress>; rel=\"describedby\"",
+            protocol::PROBLEM_DOCS
+        )
+    );
+    assert!(
+        link.contains("https://docs.rs/tower-idempotency/"),
+        "{link}"
+    );
+
+    let bad_key = send(&app, post_with_key("/orders", "", "{}")).await;
+    bad_key.assert_problem(StatusCode::BAD_REQUEST, "invalid-key");
+    assert!(bad_key.headers[header::LINK]
+        .to_str()
+        .unwrap()
+        .contains("problems/index.html#invalid-key>"));
+}
+
+#[tokio::test]
+async fn the_documentation_base_is_configurable_or_left_out() {
+    let layer = IdempotencyLayer::new(MemoryStore::new())
+        .problem_docs("https://api.example.com/errors/")
+        .unwrap();
+    let (linked, _) = app(layer);
+    let answer = send(&linked, post_with_key("/orders", "", "{}")).await;
+    answer.assert_problem(StatusCode::BAD_REQUEST, "invalid-key");
+    assert_eq!(
+        answer.headers[header::LINK],
+        "<https://api.example.com/errors/invalid-key>; rel=\"describedby\""
+    );
+
+    let (unlinked, _) = app(IdempotencyLayer::new(MemoryStore::new()).without_problem_docs());
+    let answer = send(&unlinked, post_with_key("/orders", "", "{}")).await;
+    answer.assert_problem(StatusCode::BAD_REQUEST, "invalid-key");
+    assert!(answer.headers.get(header::LINK).is_none());
+
+    for bad in [
+        "",
+        "errors/",
+        "no-scheme",
+        "https://x.example/a b#",
+        "https://x/<a>#",
+    ] {
+        let Err(err) = IdempotencyLayer::new(MemoryStore::new()).problem_docs(bad) else {
+            panic!("{bad:?} was taken as a documentation base");
+        };
+        assert_eq!(err.knob(), "problem_docs");
+    }
+}
+
+/// The app's own envelope, without `Retry-After`: the layer adds it.
+fn envelope(problem: &ProblemDetails) -> Response<Bytes> {
+    let body = serde_json::json!({
+        "error": {
+            "code": problem.problem_type().slug(),
+            "message": problem.detail(),
+            "docs": problem.documentation(),
+        }
+    });
+    Response::builder()
+        .status(problem.status())
+        .header(header::CONTENT_TYPE, "application/vnd.example.error+json")
+        .body(Bytes::from(body.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_apps_hook_renders_every_refusal_and_keeps_retry_after() {
+    let layer = IdempotencyLayer::new(MemoryStore::new())
+        .require_key(true)
+        .problem_response(envelope);
+    let (app, counter) = app(layer);
+
+    let answer = in_progress_answer(&app, &counter).await;
+    assert_eq!(answer.status, StatusCode::CONFLICT);
+    assert_eq!(
+        answer.headers[header::CONTENT_TYPE],
+        "application/vnd.example.error+json"
+    );
+    assert_eq!(answer.json()["error"]["code"], "in-progress");
+    assert_eq!(
+        answer.headers[header::RETRY_AFTER],
+        "1",
+        "the contract's Retry-After"
+    );
+    assert!(answer.headers[header::LINK]
+        .to_str()
+        .unwrap()
+        .ends_with("#in-progress>; rel=\"describedby\""));
+
+    let missing = send(
+        &app,
+        Request::post("/orders").body(Body::from("{}")).unwrap(),
+    )
+    .await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    assert_eq!(missing.json()["error"]["code"], "invalid-key");
+    assert!(missing.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Idempotency-Key"));
+    assert_eq!(missing.outcome, Some(Outcome::InvalidKey));
+    assert_eq!(counter.runs(), 1, "only the first /slow ran");
+}
+
+/// The `500` recorded for a handler that panicked is the hook's rendering, and so is its
+/// replay: the same bytes, the handler not run again.
+#[tokio::test]
+async fn a_recorded_failure_is_rendered_by_the_hook_and_replayed_as_it_was() {
+    let (app, counter) = app(IdempotencyLayer::new(MemoryStore::new()).problem_response(envelope));
+    let key = unique("hook-failure");
+    let panicked = tokio::spawn({
+        let app = app.clone();
+        let key = key.clone();
+        async move { send(&app, post_with_key("/panic", &key, "{}")).await }
+    })
+    .await;
+    assert!(panicked.is_err(), "the handler's panic reaches the caller");
+    let retry = send(&app, post_with_key("/panic", &key, "{}")).await;
+    assert!(retry.replayed());
+    assert_eq!(retry.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(retry.json()["error"]["code"], "outcome-unknown");
+    assert_eq!(
+        retry.headers[header::CONTENT_TYPE],
+        "application/vnd.example.error+json"
+    );
+    assert_eq!(counter.runs(), 1);
 }

@@ -1,4 +1,5 @@
-//! The README's failure table names a test for each row: each of them exists.
+//! The docs the tests can check: the README's failure table names a test for each row
+//! (each exists), and the problem types page documents every problem type.
 
 #[test]
 fn every_row_of_the_failure_table_names_a_test_that_exists() {
@@ -33,4 +34,27 @@ fn every_row_of_the_failure_table_names_a_test_that_exists() {
         );
     }
     assert!(rows >= 12, "only {rows} rows read");
+}
+
+/// The problem types page documents each problem type the layer answers with, under the
+/// anchor its `Link` points to (the slug), and lists it in its table.
+#[test]
+fn the_problems_page_has_a_section_for_every_problem_type() {
+    let page = include_str!("../../docs/problems.md");
+    for kind in tower_idempotency::protocol::ProblemType::ALL {
+        let slug = kind.slug();
+        assert!(
+            page.lines().any(|line| line == format!("# {slug}")),
+            "docs/problems.md has no section for {slug}"
+        );
+        assert!(
+            page.contains(&format!("| `{slug}` |")),
+            "docs/problems.md's table lacks {slug}"
+        );
+    }
+    let sections = page.lines().filter(|line| line.starts_with("# ")).count();
+    assert_eq!(
+        sections,
+        tower_idempotency::protocol::ProblemType::ALL.len()
+    );
 }
