@@ -18,9 +18,12 @@ meta = json.loads(
     )
 )
 by_id = {(p["name"], p["version"]): p for p in meta["packages"]}
-root = next(p for p in meta["packages"] if p["id"] in meta["workspace_members"])
+root = next(
+    p for p in meta["packages"]
+    if p["id"] in meta["workspace_members"] and p["name"] == "tower-idempotency"
+)
 tree = subprocess.check_output(
-    ["cargo", "tree", "--all-features", "--locked", "--target", "all",
+    ["cargo", "tree", "-p", "tower-idempotency", "--all-features", "--locked", "--target", "all",
      "-e", "normal,build", "--prefix", "none", "-f", "{p}"],
     text=True,
 )

@@ -53,7 +53,7 @@ impl<St> IdempotencyLayer<St> {
     /// Where the problem types are documented: the base each problem answer's
     /// `Link: <base + slug>; rel="describedby"` starts with (default
     /// [`PROBLEM_DOCS`](crate::protocol::PROBLEM_DOCS), the crate's page on docs.rs; the
-    /// [`slug`](ProblemType::slug) is appended as it is, so end the base with `#` or `/`).
+    /// [`slug`](ProblemType::slug) is appended to it, so it ends with `#`, `/` or `=`).
     /// The problem `type` stays the stable `urn:` a client matches on.
     ///
     /// ```
@@ -66,18 +66,19 @@ impl<St> IdempotencyLayer<St> {
     ///
     /// # Errors
     ///
-    /// When the base is not an absolute URL that fits in a header (`scheme:` first, no
-    /// spaces, quotes or angle brackets).
+    /// When the base is not an absolute URL ending in `#`, `/` or `=` that fits in a
+    /// header (`scheme:` first, no spaces, quotes or angle brackets).
     pub fn problem_docs(self, base: &str) -> Result<Self, ConfigError> {
         if !absolute(base)
+            || !base.ends_with(['#', '/', '='])
             || ProblemType::ALL
                 .iter()
                 .any(|kind| describedby(&format!("{base}{}", kind.slug())).is_none())
         {
             return Err(ConfigError::invalid(
                 "problem_docs",
-                "the documentation base must be an absolute URL (https://…), with no \
-                 spaces, quotes or angle brackets",
+                "the documentation base must be an absolute URL (https://…) ending in `#`, \
+                 `/` or `=`, with no spaces, quotes or angle brackets",
             ));
         }
         let base: Arc<str> = base.into();
@@ -93,10 +94,11 @@ impl<St> IdempotencyLayer<St> {
     /// Renders every answer the layer writes itself (its refusals, and the `500` it
     /// records for a handler that failed) with the app's own function, for an app with an
     /// error envelope of its own; the default is RFC 9457 problem+json
-    /// ([`ProblemDetails::to_response`]). Whatever the function answers, the layer adds
-    /// `Retry-After` where the contract gives one and the `Link` to the documentation,
-    /// when the function set none. Keep [`status`](ProblemDetails::status): clients act
-    /// on it.
+    /// ([`ProblemDetails::to_response`]). The function chooses the body and headers; the
+    /// layer keeps what clients act on: the [`status`](ProblemDetails::status), and
+    /// `Retry-After` exactly where the contract gives one. It adds the `Link` to the
+    /// documentation when the function set none. A function that panics gets the default
+    /// rendering (the answer may be the record of a write that happened).
     ///
     /// Answers written by the handler's own code are the handler's:
     /// [`CommitError::into_http`](crate::CommitError::into_http) and the

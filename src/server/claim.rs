@@ -121,6 +121,9 @@ impl<St: IdempotencyStore> Claim<St> {
                 Outcome::Released
             }
             HandlerFailure::Record => {
+                // It started: whatever befalls the recording (a panicking hook, a dropped
+                // future), the key must not be freed by it.
+                self.ran = true;
                 let (parts, body) = Problem::OutcomeUnknown
                     .render(&self.shared.config)
                     .into_parts();

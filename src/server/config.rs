@@ -10,7 +10,7 @@ use super::{
     defaults,
     problem_details::ProblemDetails,
 };
-use crate::protocol::PROBLEM_DOCS;
+use crate::protocol::{PROBLEM_DOCS, REPLAY_MARKERS};
 
 /// Derives the scope of a request (e.g. the tenant an auth layer put in the extensions).
 pub(crate) type ScopeFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
@@ -41,7 +41,8 @@ pub(crate) struct Config {
     pub(crate) unstored_headers: Vec<HeaderName>,
     /// The headers a replay carries, each with the value `true`.
     pub(crate) replay_headers: Vec<HeaderName>,
-    /// What no record keeps: the unstored headers and the replay markers.
+    /// What no record keeps: the unstored headers, the configured replay markers and
+    /// every marker a client may read as one.
     pub(crate) not_recorded: Vec<HeaderName>,
     pub(crate) run_to_completion: bool,
     pub(crate) store_timeout: Duration,
@@ -95,7 +96,7 @@ impl Config {
     /// Derives what follows from the settings, in place.
     pub(crate) fn settle(&mut self) {
         let mut not_recorded = self.unstored_headers.clone();
-        for name in &self.replay_headers {
+        for name in self.replay_headers.iter().chain(&REPLAY_MARKERS) {
             if !not_recorded.contains(name) {
                 not_recorded.push(name.clone());
             }

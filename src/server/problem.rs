@@ -1,5 +1,7 @@
 //! The `application/problem+json` (RFC 9457) responses the layer answers itself.
 
+use std::panic::AssertUnwindSafe;
+
 use bytes::Bytes;
 use http::{HeaderName, Response, StatusCode};
 
@@ -50,16 +52,28 @@ impl Problem {
         }
     }
 
-    /// The response as `config` renders it: the app's hook, or problem+json; either way
-    /// with `Retry-After` where the contract gives one.
+    /// The response as `config` renders it: the app's hook, or problem+json. Whatever the
+    /// hook answers, the status and `Retry-After` are the contract's (clients act on
+    /// them), and a hook that panics gets the default rendering: this answer may be the
+    /// record of a write that happened, and must be written.
     pub(crate) fn render(self, config: &Config) -> Response<Bytes> {
         let details = self.details(config.problem_docs.as_deref());
-        let mut response = match &config.problem_response {
-            Some(hook) => hook(&details),
-            None => return details.to_response(),
+        let Some(hook) = &config.problem_response else {
+            return details.to_response();
         };
-        details.add_required_headers(&mut response);
-        response
+        match std::panic::catch_unwind(AssertUnwindSafe(|| hook(&details))) {
+            Ok(mut response) => {
+                details.enforce(&mut response);
+                response
+            }
+            Err(_) => {
+                tracing::error!(
+                    problem = details.problem_type().slug(),
+                    "the problem_response hook panicked; answering with the default rendering"
+                );
+                details.to_response()
+            }
+        }
     }
 
     /// The response, rendered the default way, linking to the crate's documentation

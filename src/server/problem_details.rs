@@ -32,8 +32,8 @@ impl ProblemDetails {
         self.kind
     }
 
-    /// The status the contract gives it (`409`, `503`, …). An error envelope of the app's
-    /// own should keep it: clients (this crate's among them) act on it.
+    /// The status the contract gives it (`409`, `503`, …). The layer answers with it
+    /// whatever the app's hook answers: clients (this crate's among them) act on it.
     pub fn status(&self) -> StatusCode {
         self.status
     }
@@ -50,7 +50,8 @@ impl ProblemDetails {
 
     /// How long the client should wait before it retries the same request with the same
     /// key, where the contract says to retry (`in-progress`, `store-unavailable`). The
-    /// layer sends it as `Retry-After` whatever the app's hook answers.
+    /// layer sends it as `Retry-After` whatever the app's hook answers, and sends none
+    /// where this is `None`.
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after.map(Duration::from_secs)
     }
@@ -88,13 +89,25 @@ impl ProblemDetails {
         response
     }
 
-    /// Adds what every answer to this problem carries, where `response` lacks it:
-    /// `Retry-After` (which the contract gives), and the `Link` to the documentation.
-    pub(crate) fn add_required_headers<B>(&self, response: &mut Response<B>) {
+    /// Makes `response` (the app's rendering) say what the contract says: this problem's
+    /// status, `Retry-After` where the contract gives one and none where it does not (a
+    /// conflict a client took for "in progress" would be retried), and the `Link` to the
+    /// documentation where the app set none.
+    pub(crate) fn enforce<B>(&self, response: &mut Response<B>) {
+        *response.status_mut() = self.status;
+        self.add_required_headers(response);
+    }
+
+    /// Sets `Retry-After` as the contract gives it (or removes it), and adds the `Link`
+    /// to the documentation where `response` has none.
+    fn add_required_headers<B>(&self, response: &mut Response<B>) {
         let headers = response.headers_mut();
-        if let Some(seconds) = self.retry_after {
-            if !headers.contains_key(header::RETRY_AFTER) {
+        match self.retry_after {
+            Some(seconds) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            None => {
+                headers.remove(header::RETRY_AFTER);
             }
         }
         if let Some(link) = self.documentation.as_deref().and_then(describedby) {

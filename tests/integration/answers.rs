@@ -71,6 +71,14 @@ async fn a_marker_the_handler_sets_is_never_recorded() {
         retry.headers.get("x-idempotent-replayed").is_none(),
         "the handler's marker was recorded"
     );
+
+    // Nor under the default marker: a peer's marker the handler set is not recorded
+    // either (a client reads any of them as "replayed").
+    let key = unique("handler-marker-default");
+    send(&replaying, post_with_key("/orders", &key, "{}")).await;
+    let retry = send(&replaying, post_with_key("/orders", &key, "{}")).await;
+    assert!(retry.replayed());
+    assert!(retry.headers.get("x-idempotent-replayed").is_none());
 }
 
 #[test]
@@ -148,6 +156,7 @@ async fn the_documentation_base_is_configurable_or_left_out() {
         "no-scheme",
         "https://x.example/a b#",
         "https://x/<a>#",
+        "https://x.example/errors",
     ] {
         let Err(err) = IdempotencyLayer::new(MemoryStore::new()).problem_docs(bad) else {
             panic!("{bad:?} was taken as a documentation base");
@@ -233,4 +242,49 @@ async fn a_recorded_failure_is_rendered_by_the_hook_and_replayed_as_it_was() {
         "application/vnd.example.error+json"
     );
     assert_eq!(counter.runs(), 1);
+}
+
+/// A hook cannot change what clients act on: the status is the contract's, and
+/// `Retry-After` is sent exactly where the contract gives one (a conflict that carried
+/// one would be retried by clients as "in progress").
+#[tokio::test]
+async fn the_hook_cannot_change_the_status_or_retry_after() {
+    let layer = IdempotencyLayer::new(MemoryStore::new()).problem_response(|problem| {
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::RETRY_AFTER, "3600")
+            .body(Bytes::from(problem.problem_type().slug()))
+            .unwrap()
+    });
+    let (app, counter) = app(layer);
+    let key = unique("hook-status");
+    send(&app, post_with_key("/orders", &key, r#"{"item":"book"}"#)).await;
+    let conflict = send(&app, post_with_key("/orders", &key, r#"{"item":"pen"}"#)).await;
+    assert_eq!(conflict.status, StatusCode::CONFLICT);
+    assert_eq!(conflict.body, "conflict");
+    assert!(conflict.headers.get(header::RETRY_AFTER).is_none());
+
+    let in_progress = in_progress_answer(&app, &counter).await;
+    assert_eq!(in_progress.status, StatusCode::CONFLICT);
+    assert_eq!(in_progress.headers[header::RETRY_AFTER], "1");
+}
+
+/// A hook that panics while the layer records a failed handler's `500` must not free the
+/// key: the default rendering is recorded instead, and the retry replays it.
+#[tokio::test]
+async fn a_panicking_hook_still_records_the_failure() {
+    let layer = IdempotencyLayer::new(MemoryStore::new())
+        .problem_response(|_| panic!("the app's error hook is broken"));
+    let (app, counter) = app(layer);
+    let key = unique("panicking-hook");
+    let panicked = tokio::spawn({
+        let (app, key) = (app.clone(), key.clone());
+        async move { send(&app, post_with_key("/panic", &key, "{}")).await }
+    })
+    .await;
+    assert!(panicked.is_err(), "the handler's panic reaches the caller");
+    let retry = send(&app, post_with_key("/panic", &key, "{}")).await;
+    assert!(retry.replayed());
+    retry.assert_problem(StatusCode::INTERNAL_SERVER_ERROR, "outcome-unknown");
+    assert_eq!(counter.runs(), 1, "the failed write was not run again");
 }
