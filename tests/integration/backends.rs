@@ -20,12 +20,13 @@ use tower_idempotency::{
 };
 
 use crate::{
+    cleanup::{TestUrl, Written},
     proxy::{Protocol, Proxy},
     support::{eventually, post_with_key, routes, send, unique, Answer, Counter},
 };
 
 /// A store backend under test.
-pub(crate) trait Backend {
+pub(crate) trait Backend: 'static {
     type Store: IdempotencyStore + Clone;
     /// The variable holding the server's URL.
     const VAR: &'static str;
@@ -49,13 +50,19 @@ pub(crate) trait Backend {
 
     /// Writes a record of ours that is neither in flight nor completed.
     fn put_neither(url: &str, key: &RecordKey) -> impl Future<Output = ()> + Send;
+
+    /// Deletes the records a test wrote: these keys, and every key containing one of
+    /// these strings.
+    fn remove(url: &str, written: &Written) -> impl Future<Output = ()> + Send;
 }
 
-/// The server's URL. The tests that call this are ignored when its variable was unset at
-/// build time; run anyway (`--ignored`) without it, they fail and say why.
-pub(crate) fn url<B: Backend>(test: &str) -> String {
+/// The server's URL, held for one test: when it is dropped, the records of the keys the
+/// test made with `unique` are deleted (see [`TestUrl`]). The tests that call this are
+/// ignored when its variable was unset at build time; run anyway (`--ignored`) without
+/// it, they fail and say why.
+pub(crate) fn url<B: Backend>(test: &str) -> TestUrl<B> {
     match std::env::var(B::VAR) {
-        Ok(url) if !url.is_empty() => url,
+        Ok(url) if !url.is_empty() => TestUrl::new(url),
         _ => panic!("{test} needs {}: set it to the server's URL", B::VAR),
     }
 }
@@ -274,7 +281,8 @@ macro_rules! backend_tests {
     ($backend:ty, #[$unset:meta]) => {
         tower_idempotency::store_conformance_tests!(#[$unset] async {
             let url = $crate::backends::url::<$backend>("conformance");
-            Some($crate::backends::store::<$backend>(&url).await)
+            let store = $crate::backends::store::<$backend>(&url).await;
+            Some($crate::cleanup::Tracked::<$backend>::new(store, &url))
         });
 
         $crate::backends::backend_tests!(@each $backend, #[$unset];
@@ -284,6 +292,9 @@ macro_rules! backend_tests {
             closed_port_is_unavailable,
             unreadable_records_are_500,
             current_format_records_decode,
+        );
+        $crate::backends::backend_tests!(@cleanup $backend, #[$unset];
+            a_test_leaves_nothing_behind,
         );
         $crate::backends::backend_tests!(@faults $backend, #[$unset];
             a_completion_blip_is_retried_and_replays,
@@ -305,6 +316,18 @@ macro_rules! backend_tests {
                 async fn $check() {
                     let url = $crate::backends::url::<$backend>(stringify!($check));
                     $crate::backend_faults::$check::<$backend>(&url).await;
+                }
+            )*
+        }
+    };
+    (@cleanup $backend:ty, #[$unset:meta]; $($check:ident),* $(,)?) => {
+        mod cleanup {
+            $(
+                #[$unset]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let url = $crate::backends::url::<$backend>(stringify!($check));
+                    $crate::cleanup::$check::<$backend>(&url).await;
                 }
             )*
         }

@@ -31,7 +31,7 @@ mod postgres_over_sqlx {
             )
             .unwrap();
             store.migrate().await.unwrap();
-            Some(store)
+            Some(crate::cleanup::Tracked::<crate::postgres_store::Postgres>::new(store, &url))
         }
     );
 }

@@ -6,6 +6,8 @@ mod support;
 mod backend_faults;
 #[cfg(any(feature = "redis", feature = "postgres"))]
 mod backends;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod cleanup;
 #[cfg(feature = "postgres")]
 mod commit_crash;
 #[cfg(feature = "postgres")]

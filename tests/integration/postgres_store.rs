@@ -2,7 +2,7 @@
 
 use tower_idempotency::store::{PostgresStore, RecordKey, StoreError};
 
-use crate::{backends::Backend, proxy::Protocol};
+use crate::{backends::Backend, cleanup::Written, proxy::Protocol};
 
 pub(crate) struct Postgres;
 
@@ -59,6 +59,23 @@ impl Backend for Postgres {
              VALUES ($1, $2, NULL, NULL, 2, now() + interval '1 minute')"
         );
         execute(url, &sql, &[&key.as_str(), &&[7u8; 64][..]]).await;
+    }
+
+    async fn remove(url: &str, written: &Written) {
+        let exact: Vec<&str> = written.exact.iter().map(String::as_str).collect();
+        let containing: Vec<String> = written
+            .containing
+            .iter()
+            .map(|part| {
+                let escaped = part
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_");
+                format!("%{escaped}%")
+            })
+            .collect();
+        let sql = format!("DELETE FROM {TABLE} WHERE key = ANY($1) OR key LIKE ANY($2)");
+        execute(url, &sql, &[&exact, &containing]).await;
     }
 }
 

@@ -2,7 +2,7 @@
 
 use tower_idempotency::store::{RecordKey, RedisStore, StoreError};
 
-use crate::{backends::Backend, proxy::Protocol};
+use crate::{backends::Backend, cleanup::Written, proxy::Protocol};
 
 pub(crate) struct Redis;
 
@@ -79,6 +79,45 @@ impl Backend for Redis {
         let mut connection = client.get_multiplexed_async_connection().await.unwrap();
         let _: i64 = hset.query_async(&mut connection).await.unwrap();
         command(url, redis::cmd("EXPIRE").arg(key.as_str()).arg(60)).await;
+    }
+
+    async fn remove(url: &str, written: &Written) {
+        let client = redis::Client::open(url).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let mut keys: Vec<String> = written.exact.iter().cloned().collect();
+        for part in &written.containing {
+            let escaped: String = part
+                .chars()
+                .flat_map(|c| {
+                    let special = matches!(c, '*' | '?' | '[' | ']' | '\\');
+                    special.then_some('\\').into_iter().chain([c])
+                })
+                .collect();
+            let mut cursor = 0u64;
+            loop {
+                let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("*{escaped}*"))
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap();
+                keys.extend(found);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        for chunk in keys.chunks(500) {
+            let _: i64 = redis::cmd("DEL")
+                .arg(chunk)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+        }
     }
 }
 

@@ -180,5 +180,8 @@ pub(crate) async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> b
 }
 
 pub(crate) fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4())
+    let key = format!("{prefix}-{}", uuid::Uuid::new_v4());
+    #[cfg(any(feature = "redis", feature = "postgres"))]
+    crate::cleanup::note(&key);
+    key
 }
