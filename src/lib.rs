@@ -57,6 +57,7 @@ mod maybe_buffered;
 pub mod protocol;
 mod server;
 pub mod store;
+pub mod telemetry;
 
 #[cfg(feature = "axum")]
 pub mod axum;

@@ -9,7 +9,7 @@
 //!
 //! Routes: `POST /orders` (key required; `{"item", "quantity", "delay_ms"?,
 //! "pause_after_commit_ms"?}`), `GET /orders`, `PATCH /orders/{id}` (key optional;
-//! `{"quantity"}`), `GET /metrics`.
+//! `{"quantity"}`), `GET /metrics` (JSON), `GET /metrics/prometheus` (the Prometheus text format).
 //!
 //! With `--store postgres://…` the orders live in PostgreSQL (table `--orders-table`,
 //! default `orders`, created if missing), and each order is inserted and its idempotency
@@ -34,6 +34,7 @@ use tower_idempotency::{
 };
 
 mod orders;
+mod prometheus;
 
 use self::orders::{Order, Orders};
 
@@ -192,6 +193,13 @@ fn app<St: IdempotencyStore>(
         )
         .route("/orders/{id}", patch(change_quantity).layer(layer))
         .route("/metrics", get(metrics))
+        .route(
+            "/metrics/prometheus",
+            get(prometheus::scrape).with_state(prometheus::Sources {
+                metrics: state.metrics.clone(),
+                in_flight: in_flight.clone(),
+            }),
+        )
         .layer(axum::middleware::map_response(log_outcome))
         .with_state(state);
     Ok((router, in_flight))

@@ -16,8 +16,12 @@ use super::{
     record::{give_back, lend, to_record},
     shared::Shared,
 };
-use crate::store::{
-    IdempotencyStore, LockToken, RecordKey, RecordState, StoreError, StoreErrorKind, StoredResponse,
+use crate::{
+    store::{
+        IdempotencyStore, LockToken, RecordKey, RecordState, StoreError, StoreErrorKind,
+        StoredResponse,
+    },
+    telemetry::emit,
 };
 
 /// The first pause between two tries of a store write that failed; it doubles up to
@@ -95,7 +99,10 @@ impl<St: IdempotencyStore> Claim<St> {
         let shared = &self.shared;
         let ttl = shared.config.ttl;
         let first = shared
-            .timed(shared.store.complete(&self.key, &self.token, record, ttl))
+            .timed(
+                "complete",
+                shared.store.complete(&self.key, &self.token, record, ttl),
+            )
             .await;
         match first {
             Ok(()) => self.settled = true,
@@ -154,7 +161,7 @@ impl<St: IdempotencyStore> Claim<St> {
     pub(crate) async fn release(&mut self) {
         let shared = &self.shared;
         let released = shared
-            .timed(shared.store.release(&self.key, &self.token))
+            .timed("release", shared.store.release(&self.key, &self.token))
             .await;
         self.settled = true;
         if let Err(err) = released {
@@ -199,10 +206,13 @@ impl<St: IdempotencyStore> Claim<St> {
                     .unwrap_or_else(|_| Err(StoreError::from_kind(StoreErrorKind::Timeout)));
                     match renewed {
                         Ok(()) => {
+                            emit::lease_renewal("ok");
                             renewed_at = sent;
                             break;
                         }
                         Err(err) if err.kind() == StoreErrorKind::Fenced => {
+                            emit::lease_renewal("fenced");
+                            emit::fenced_write("renew");
                             let committed = self
                                 .handle
                                 .as_ref()
@@ -213,6 +223,7 @@ impl<St: IdempotencyStore> Claim<St> {
                             return std::future::pending().await;
                         }
                         Err(err) => {
+                            emit::lease_renewal("error");
                             tracing::warn!(parent: &self.span, error = %err, "could not renew the lease; trying again");
                         }
                     }
@@ -250,7 +261,10 @@ impl<St: IdempotencyStore> Claim<St> {
         let ttl = shared.config.ttl;
         let last = self
             .renewing(retry_until(until, Until::Fenced, || {
-                shared.timed(shared.store.complete(&self.key, &self.token, &record, ttl))
+                shared.timed(
+                    "complete",
+                    shared.store.complete(&self.key, &self.token, &record, ttl),
+                )
             }))
             .await;
         self.settled = true;
@@ -268,7 +282,10 @@ impl<St: IdempotencyStore> Claim<St> {
     /// Whether the key holds `record` now: an earlier try of ours landed. (Another run's
     /// record, after the lease lapsed, is a loss to count.)
     async fn holds(&self, record: &StoredResponse) -> bool {
-        let read = self.shared.timed(self.shared.store.get(&self.key)).await;
+        let read = self
+            .shared
+            .timed("get", self.shared.store.get(&self.key))
+            .await;
         matches!(read, Ok(Some(held)) if held.state == RecordState::Completed(record.clone()))
     }
 
@@ -328,7 +345,7 @@ fn release_in_background<St: IdempotencyStore>(
     runtime.spawn(async move {
         let until = tokio::time::Instant::now() + shared.config.lease;
         let _ = retry_until(until, Until::Fenced, || {
-            shared.timed(shared.store.release(&key, &token))
+            shared.timed("release", shared.store.release(&key, &token))
         })
         .await;
     });
@@ -350,7 +367,7 @@ pub(crate) fn clean_up_lost_claim<St: IdempotencyStore>(
         let window = (shared.config.store_timeout * 2).min(shared.config.lease);
         let until = tokio::time::Instant::now() + window;
         let _ = retry_until(until, Until::Deadline, || {
-            shared.timed(shared.store.release(&key, &token))
+            shared.timed("release", shared.store.release(&key, &token))
         })
         .await;
     });

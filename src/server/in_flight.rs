@@ -11,6 +11,8 @@ use std::{
 
 use tokio::sync::Notify;
 
+use crate::telemetry::emit;
+
 /// The claims one layer holds right now: handlers still running (also those that went
 /// on after their client left, with `run_to_completion`) and responses still being
 /// recorded (a completion retried after a store blip).
@@ -72,9 +74,11 @@ impl InFlight {
 
     pub(crate) fn enter(&self) {
         self.state.count.fetch_add(1, Ordering::SeqCst);
+        emit::claims_in_flight(1.0);
     }
 
     pub(crate) fn leave(&self) {
+        emit::claims_in_flight(-1.0);
         if self.state.count.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.state.drained.notify_waiters();
         }

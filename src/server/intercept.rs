@@ -241,7 +241,10 @@ async fn claim<St: IdempotencyStore>(
     let mut pause = Duration::from_millis(5);
     loop {
         let begun = shared
-            .timed(shared.store.begin(key, fingerprint, token, config.lease))
+            .timed(
+                "begin",
+                shared.store.begin(key, fingerprint, token, config.lease),
+            )
             .await?;
         match (begun, deadline) {
             (Begin::InProgress, Some(deadline))

@@ -9,6 +9,8 @@ use std::{
     },
 };
 
+use crate::telemetry::emit;
+
 /// What the layer did with an intercepted request.
 ///
 /// Inserted into the extensions of every response to an intercepted request, so outer
@@ -173,16 +175,19 @@ impl Metrics {
         self.counters
             .completion_retries
             .fetch_add(1, Ordering::Relaxed);
+        emit::completion_retry();
     }
 
     pub(crate) fn add(&self, outcome: Outcome) {
         self.counters.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
+        emit::request(outcome.as_str());
     }
 
     pub(crate) fn add_record_failure(&self) {
         self.counters
             .record_failures
             .fetch_add(1, Ordering::Relaxed);
+        emit::record_failure();
     }
 }
 

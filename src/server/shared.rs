@@ -61,9 +61,36 @@ impl<St> Shared<St> {
         )
     }
 
-    /// Bounds a store call by the configured timeout. A call that answers at once (the
-    /// memory store always does) never arms a timer.
+    /// Bounds the store call `operation` by the configured timeout. A call that answers
+    /// at once (the memory store always does) never arms a timer. With the `metrics`
+    /// feature, its duration is measured, and a fenced write counted.
     pub(crate) async fn timed<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        #[cfg(feature = "metrics")]
+        let started = std::time::Instant::now();
+        let answer = self.bounded(call).await;
+        #[cfg(feature = "metrics")]
+        {
+            use crate::telemetry::emit;
+            emit::store_call(
+                store_name::<St>(),
+                operation,
+                answer.is_ok(),
+                started.elapsed(),
+            );
+            if matches!(&answer, Err(err) if err.kind() == StoreErrorKind::Fenced) {
+                emit::fenced_write(operation);
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = operation;
+        answer
+    }
+
+    async fn bounded<T>(
         &self,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
@@ -76,4 +103,13 @@ impl<St> Shared<St> {
             .await
             .unwrap_or_else(|_| Err(StoreError::from_kind(StoreErrorKind::Timeout)))
     }
+}
+
+/// The short name of the store type `St` (`MemoryStore`, `RedisStore`, …): its last path
+/// segment, without generic arguments.
+#[cfg(feature = "metrics")]
+pub(crate) fn store_name<St>() -> &'static str {
+    let full = std::any::type_name::<St>();
+    let plain = full.split('<').next().unwrap_or(full);
+    plain.rsplit("::").next().unwrap_or(plain)
 }

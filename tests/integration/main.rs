@@ -35,3 +35,5 @@ mod flow;
 mod handler_key;
 mod keys_and_bodies;
 mod observability;
+#[cfg(feature = "metrics")]
+mod telemetry;

@@ -222,6 +222,7 @@ impl IdempotencyStore for MemoryStore {
         let size = record_size(key.as_str(), None);
         if !state.make_room(&self.shared.limits, key.as_str(), partition, size, 1, now) {
             state.stats.refused += 1;
+            crate::telemetry::emit::memory_refused_claim();
             return Err(StoreError::from_kind(StoreErrorKind::CapacityExhausted));
         }
         let deadline = later(now, lease);

@@ -14,7 +14,10 @@ use super::{
     kept::Kept,
     shards::{Hashed, Shards},
 };
-use crate::store::{Fingerprint, LockToken, StoreError};
+use crate::{
+    store::{Fingerprint, LockToken, StoreError},
+    telemetry::emit,
+};
 
 /// The bytes of the store's own structures per record, on top of the key and the
 /// response: the record itself, its table slot (a table is between seven-sixteenths and
@@ -134,6 +137,7 @@ impl State {
         if expired {
             self.remove(key);
             self.stats.expired += 1;
+            emit::memory_eviction("expired");
             return None;
         }
         self.records.get_mut(key)
@@ -299,6 +303,7 @@ impl State {
             let victim = match self.by_deadline.first_key_value() {
                 Some((&(deadline, _), victim)) if deadline <= now_moment => {
                     self.stats.expired += 1;
+                    emit::memory_eviction("expired");
                     Arc::clone(victim)
                 }
                 // A full scope is its own caller's problem: it never evicts others.
@@ -306,6 +311,7 @@ impl State {
                 _ => match self.by_use.first_key_value() {
                     Some((_, victim)) => {
                         self.stats.evicted += 1;
+                        emit::memory_eviction("lru");
                         Arc::clone(victim)
                     }
                     None => return false,
