@@ -22,6 +22,12 @@ pub const IDEMPOTENCY_REPLAYED: HeaderName = HeaderName::from_static("idempotenc
 /// [`IDEMPOTENCY_REPLAYED`].
 pub const X_IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("x-idempotent-replayed");
 
+/// `Idempotency-Expires`: the HTTP-date until which the server keeps the record of this
+/// key, on fresh and replayed responses when the layer advertises it
+/// ([`IdempotencyLayer::advertise_expiry`](crate::IdempotencyLayer::advertise_expiry)).
+/// Until then, a retry with the key is answered from the record.
+pub const IDEMPOTENCY_EXPIRES: HeaderName = HeaderName::from_static("idempotency-expires");
+
 /// Every replay marker the client layer recognises: ours and the peers'.
 pub const REPLAY_MARKERS: [HeaderName; 3] = [
     IDEMPOTENT_REPLAYED,

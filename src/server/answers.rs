@@ -50,6 +50,20 @@ impl<St> IdempotencyLayer<St> {
         Ok(self.with(|c| c.replay_headers = names))
     }
 
+    /// Whether fresh and replayed answers carry `Idempotency-Expires`, the HTTP-date until
+    /// which the key's record is kept (default
+    /// [`ADVERTISE_EXPIRY`](crate::defaults::ADVERTISE_EXPIRY): no). The date is written
+    /// into the record with the response, so a replay carries the one the first answer
+    /// had: the completion time plus the [`ttl`](Self::ttl), rounded down to the second,
+    /// so the record is kept at least until then (unless a
+    /// [`MemoryStore`](crate::MemoryStore) built with
+    /// [`Eviction::LeastRecentlyUsed`](crate::store::Eviction::LeastRecentlyUsed) evicts
+    /// it sooner).
+    #[must_use]
+    pub fn advertise_expiry(self, advertise: bool) -> Self {
+        self.with(|c| c.advertise_expiry = advertise)
+    }
+
     /// Where the problem types are documented: the base each problem answer's
     /// `Link: <base + slug>; rel="describedby"` starts with (default
     /// [`PROBLEM_DOCS`](crate::protocol::PROBLEM_DOCS), the crate's page on docs.rs; the

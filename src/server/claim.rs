@@ -13,7 +13,7 @@ use super::{
     idempotency_key::IdempotencyKey,
     outcome::Outcome,
     problem::Problem,
-    record::{give_back, lend, to_record},
+    record::{advertise_expiry, give_back, lend, to_record},
     shared::Shared,
 };
 use crate::{
@@ -131,9 +131,12 @@ impl<St: IdempotencyStore> Claim<St> {
                 // It started: whatever befalls the recording (a panicking hook, a dropped
                 // future), the key must not be freed by it.
                 self.ran = true;
-                let (parts, body) = Problem::OutcomeUnknown
+                let (mut parts, body) = Problem::OutcomeUnknown
                     .render(&self.shared.config)
                     .into_parts();
+                if self.shared.config.advertise_expiry {
+                    advertise_expiry(&mut parts.headers, self.shared.config.ttl);
+                }
                 self.complete(&self.record(&parts, Some(body))).await;
                 Outcome::HandlerFailed
             }
@@ -152,7 +155,11 @@ impl<St: IdempotencyStore> Claim<St> {
         parts: &mut Parts,
         body: Option<bytes::Bytes>,
     ) -> Option<bytes::Bytes> {
-        let (record, lent) = lend(parts, body, &self.shared.config.not_recorded);
+        let config = &self.shared.config;
+        if config.advertise_expiry {
+            advertise_expiry(&mut parts.headers, config.ttl);
+        }
+        let (record, lent) = lend(parts, body, &config.not_recorded);
         self.complete(&record).await;
         give_back(parts, record, lent)
     }

@@ -41,6 +41,7 @@ pub(crate) struct Config {
     pub(crate) unstored_headers: Vec<HeaderName>,
     /// The headers a replay carries, each with the value `true`.
     pub(crate) replay_headers: Vec<HeaderName>,
+    pub(crate) advertise_expiry: bool,
     /// What no record keeps: the unstored headers, the configured replay markers and
     /// every marker a client may read as one.
     pub(crate) not_recorded: Vec<HeaderName>,
@@ -75,6 +76,7 @@ impl Default for Config {
             unstored_headers: defaults::UNSTORED_HEADERS.to_vec(),
             replay_headers: defaults::REPLAY_HEADERS.to_vec(),
             not_recorded: Vec::new(),
+            advertise_expiry: defaults::ADVERTISE_EXPIRY,
             run_to_completion: defaults::RUN_TO_COMPLETION,
             store_timeout: defaults::STORE_TIMEOUT,
             handler_failure: defaults::HANDLER_FAILURE,

@@ -73,6 +73,9 @@ pub const UNSTORED_HEADERS: [HeaderName; 1] = [header::SET_COOKIE];
 /// The headers a replay carries, each with the value `true`: `Idempotent-Replayed`.
 pub const REPLAY_HEADERS: [HeaderName; 1] = [protocol::IDEMPOTENT_REPLAYED];
 
+/// Whether responses say until when their key's record is kept: no.
+pub const ADVERTISE_EXPIRY: bool = false;
+
 /// Whether the handler is driven to completion when the client goes away: yes.
 pub const RUN_TO_COMPLETION: bool = true;
 
@@ -144,6 +147,7 @@ mod tests {
             ),
             ("UNSTORED_HEADERS", list(&UNSTORED_HEADERS, name)),
             ("REPLAY_HEADERS", list(&REPLAY_HEADERS, name)),
+            ("ADVERTISE_EXPIRY", yes_no(ADVERTISE_EXPIRY).to_owned()),
             ("RUN_TO_COMPLETION", yes_no(RUN_TO_COMPLETION).to_owned()),
             ("STORE_TIMEOUT", duration(STORE_TIMEOUT)),
             ("COMPLETION_RETRY", duration(COMPLETION_RETRY)),

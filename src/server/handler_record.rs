@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full};
 use super::{
     completion::{BoxError, CommitError, Committed},
     idempotency_key::{Completed, HandlerClaim, IdempotencyKey},
-    record::to_record,
+    record::{advertise_expiry, to_record},
 };
 use crate::store::{RecordKey, StoredResponse};
 
@@ -66,7 +66,7 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
     let body = body
         .collect()
         .await
@@ -74,6 +74,9 @@ where
         .to_bytes();
     let record = claim.map(|claim| {
         let config = &claim.config;
+        if config.advertise_expiry {
+            advertise_expiry(&mut parts.headers, config.ttl);
+        }
         let kept = (body.len() <= config.max_response_body).then(|| body.clone());
         to_record(&parts, kept, &config.not_recorded)
     });

@@ -6,7 +6,7 @@ use http_body::Body;
 
 use super::body::ResponseBody;
 use crate::{
-    protocol::IDEMPOTENT_REPLAYED,
+    protocol::{IDEMPOTENCY_EXPIRES, IDEMPOTENT_REPLAYED},
     store::{StoredResponse, MAX_HEADERS},
 };
 
@@ -158,6 +158,15 @@ pub(crate) fn to_record(
         status: parts.status,
         headers,
         body,
+    }
+}
+
+/// Writes into `headers` when a record completed now and kept for `ttl` expires, as
+/// `Idempotency-Expires` (an HTTP-date, rounded down, so never later than the store's).
+pub(crate) fn advertise_expiry(headers: &mut HeaderMap, ttl: std::time::Duration) {
+    let expires = httpdate::fmt_http_date(std::time::SystemTime::now() + ttl);
+    if let Ok(value) = HeaderValue::try_from(expires) {
+        headers.insert(IDEMPOTENCY_EXPIRES, value);
     }
 }
 

@@ -288,3 +288,51 @@ async fn a_panicking_hook_still_records_the_failure() {
     retry.assert_problem(StatusCode::INTERNAL_SERVER_ERROR, "outcome-unknown");
     assert_eq!(counter.runs(), 1, "the failed write was not run again");
 }
+
+/// With `advertise_expiry`, the fresh answer says until when its record is kept (now
+/// plus the TTL, rounded down), and every replay says the same; by default neither does.
+#[tokio::test]
+async fn the_records_expiry_is_advertised_when_asked_for() {
+    let (plain, _) = app(IdempotencyLayer::new(MemoryStore::new()));
+    let key = unique("no-expiry");
+    for _ in 0..2 {
+        let answer = send(&plain, post_with_key("/orders", &key, "{}")).await;
+        assert!(answer.headers.get(protocol::IDEMPOTENCY_EXPIRES).is_none());
+    }
+
+    let ttl = std::time::Duration::from_secs(3600);
+    let layer = IdempotencyLayer::new(MemoryStore::new())
+        .ttl(ttl)
+        .unwrap()
+        .advertise_expiry(true);
+    let (app, counter) = app(layer);
+    let key = unique("expiry");
+    let before = std::time::SystemTime::now();
+    let first = send(&app, post_with_key("/orders", &key, "{}")).await;
+    let after = std::time::SystemTime::now();
+    let advertised = first.headers[protocol::IDEMPOTENCY_EXPIRES]
+        .to_str()
+        .unwrap();
+    let expires = httpdate::parse_http_date(advertised).unwrap();
+    assert!(
+        expires + std::time::Duration::from_secs(1) > before + ttl && expires <= after + ttl,
+        "{advertised} is not the completion time plus the TTL"
+    );
+    let retry = send(&app, post_with_key("/orders", &key, "{}")).await;
+    assert!(retry.replayed());
+    assert_eq!(retry.headers[protocol::IDEMPOTENCY_EXPIRES], advertised);
+    assert_eq!(counter.runs(), 1);
+
+    // The 500 recorded for a failed handler says it too.
+    let failed = unique("expiry-failed");
+    let _ = tokio::spawn({
+        let (app, failed) = (app.clone(), failed.clone());
+        async move { send(&app, post_with_key("/panic", &failed, "{}")).await }
+    })
+    .await;
+    let replayed_failure = send(&app, post_with_key("/panic", &failed, "{}")).await;
+    assert_eq!(replayed_failure.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(replayed_failure
+        .headers
+        .contains_key(protocol::IDEMPOTENCY_EXPIRES));
+}

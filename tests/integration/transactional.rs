@@ -175,7 +175,8 @@ async fn sqlx_order(
 }
 
 fn router(store: PostgresStore, table: &str, meddle: Meddle, sqlx: bool) -> Router {
-    let layer = IdempotencyLayer::new(store.clone());
+    // Advertising the expiry: the handler's own record carries it too.
+    let layer = IdempotencyLayer::new(store.clone()).advertise_expiry(true);
     let app = App {
         store,
         table: table.to_owned(),
@@ -235,10 +236,21 @@ async fn commits_the_order_and_the_record_together(store: PostgresStore, url: &s
         panic!("completed in the handler's transaction: {record:?}");
     };
     assert_eq!(stored.body.as_deref(), Some(&first.body[..]));
+    let expires = &first.headers[tower_idempotency::protocol::IDEMPOTENCY_EXPIRES];
+    assert_eq!(
+        stored
+            .headers
+            .get(tower_idempotency::protocol::IDEMPOTENCY_EXPIRES),
+        Some(expires)
+    );
     for _ in 0..2 {
         let retry = send(&app, post_with_key("/orders", &key, r#"{"item":"lamp"}"#)).await;
         assert!(retry.replayed());
         assert_eq!(retry.body, first.body);
+        assert_eq!(
+            &retry.headers[tower_idempotency::protocol::IDEMPOTENCY_EXPIRES],
+            expires
+        );
     }
     assert_eq!(orders.count().await, 1);
     orders.drop_table().await;
