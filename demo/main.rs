@@ -5,11 +5,13 @@
 //! cargo run --example orders -- --addr 127.0.0.1:8080 --lease 10 --ttl 3600
 //! cargo run --example orders --features redis -- --store redis://127.0.0.1:6379
 //! cargo run --example orders --features postgres -- --store postgres://postgres@127.0.0.1:5432/test
+//! cargo run --example orders --features metrics   # /metrics/prometheus through metrics-exporter-prometheus
 //! ```
 //!
 //! Routes: `POST /orders` (key required; `{"item", "quantity", "delay_ms"?,
 //! "pause_after_commit_ms"?}`), `GET /orders`, `PATCH /orders/{id}` (key optional;
-//! `{"quantity"}`), `GET /metrics` (JSON), `GET /metrics/prometheus` (the Prometheus text format).
+//! `{"quantity"}`), `GET /metrics` (JSON), `GET /metrics/prometheus` (the Prometheus text format;
+//! with `--features metrics`, every metric the layer emits).
 //!
 //! With `--store postgres://…` the orders live in PostgreSQL (table `--orders-table`,
 //! default `orders`, created if missing), and each order is inserted and its idempotency
@@ -195,10 +197,10 @@ fn app<St: IdempotencyStore>(
         .route("/metrics", get(metrics))
         .route(
             "/metrics/prometheus",
-            get(prometheus::scrape).with_state(prometheus::Sources {
-                metrics: state.metrics.clone(),
-                in_flight: in_flight.clone(),
-            }),
+            get(prometheus::scrape).with_state(prometheus::Sources::new(
+                state.metrics.clone(),
+                in_flight.clone(),
+            )?),
         )
         .layer(axum::middleware::map_response(log_outcome))
         .with_state(state);
