@@ -6,7 +6,7 @@ use http_body::Body;
 
 use super::body::ResponseBody;
 use crate::{
-    protocol::{IDEMPOTENCY_EXPIRES, IDEMPOTENT_REPLAYED},
+    protocol::IDEMPOTENCY_EXPIRES,
     store::{StoredResponse, MAX_HEADERS},
 };
 
@@ -32,11 +32,11 @@ fn named_by_connection(headers: &HeaderMap) -> Vec<&str> {
 }
 
 /// Whether a header named `name` is worth recording: not hop-by-hop, not named by the
-/// `Connection` header, not `proxy-*`, not configured `unstored`.
+/// `Connection` header, not `proxy-*`, not `unstored` (the layer's list holds the replay
+/// markers too).
 fn recordable(name: &HeaderName, by_connection: &[&str], unstored: &[HeaderName]) -> bool {
     !(HOP_BY_HOP.contains(name)
         || name.as_str().starts_with("proxy-")
-        || *name == IDEMPOTENT_REPLAYED
         || unstored.contains(name)
         || by_connection
             .iter()
@@ -191,6 +191,7 @@ pub(crate) fn replay<B: Body>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::IDEMPOTENT_REPLAYED;
 
     #[test]
     fn hop_by_hop_and_set_cookie_are_not_recorded() {
@@ -211,7 +212,7 @@ mod tests {
                 HeaderValue::from_static(value),
             );
         }
-        let kept = recordable_headers(&headers, &[header::SET_COOKIE]);
+        let kept = recordable_headers(&headers, &[header::SET_COOKIE, IDEMPOTENT_REPLAYED]);
         let names: Vec<_> = kept.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["content-type", "location"]);
     }
