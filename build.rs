@@ -1,11 +1,12 @@
-//! Tells the tests which backend servers they were built to reach. With `REDIS_URL` or
-//! `DATABASE_URL` unset, the tests that need that server are reported by `cargo test` as
+//! Tells the tests which backend servers they were built to reach. With `REDIS_URL`,
+//! `REDIS_CLUSTER_URL` or `DATABASE_URL` unset, the tests that need that server are reported by `cargo test` as
 //! ignored, with the reason, instead of passing without running. The library itself
 //! reads neither variable: the cfgs below are used by the tests only.
 
 fn main() {
     for (var, cfg) in [
         ("REDIS_URL", "redis_url_unset"),
+        ("REDIS_CLUSTER_URL", "redis_cluster_url_unset"),
         ("DATABASE_URL", "database_url_unset"),
     ] {
         println!("cargo::rustc-check-cfg=cfg({cfg})");

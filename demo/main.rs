@@ -4,6 +4,7 @@
 //! cargo run --example orders                      # in-memory store, 127.0.0.1:3000
 //! cargo run --example orders -- --addr 127.0.0.1:8080 --lease 10 --ttl 3600
 //! cargo run --example orders --features redis -- --store redis://127.0.0.1:6379
+//! cargo run --example orders --features redis -- --store redis-cluster://127.0.0.1:7001,127.0.0.1:7002
 //! cargo run --example orders --features postgres -- --store postgres://postgres@127.0.0.1:5432/test
 //! cargo run --example orders --features metrics   # /metrics/prometheus through metrics-exporter-prometheus
 //! ```
@@ -31,7 +32,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::json;
 use tower_idempotency::{
-    IdempotencyKey, IdempotencyLayer, IdempotencyStore, InFlight, MemoryStore, Metrics,
+    store::BoxedStore, IdempotencyKey, IdempotencyLayer, InFlight, MemoryStore, Metrics,
     NotExecuted, Outcome,
 };
 
@@ -170,13 +171,10 @@ async fn log_outcome(response: Response) -> Response {
     response
 }
 
-/// The app over any store: creating an order requires a key, changing one accepts one.
-/// Also returns the layer's claims in flight, for the graceful shutdown to wait for.
-fn app<St: IdempotencyStore>(
-    store: St,
-    orders: Orders,
-    options: &Options,
-) -> Result<(Router, InFlight), String> {
+/// The app over the store chosen at start: creating an order requires a key, changing
+/// one accepts one. Also returns the layer's claims in flight, for the graceful shutdown
+/// to wait for.
+fn app(store: BoxedStore, orders: Orders, options: &Options) -> Result<(Router, InFlight), String> {
     let layer = IdempotencyLayer::new(store)
         .lease(options.lease)
         .and_then(|layer| layer.ttl(options.ttl))
@@ -239,7 +237,7 @@ fn parse_args() -> Result<Options, String> {
             "--ttl" => options.ttl = seconds(value()?)?,
             "-h" | "--help" => {
                 return Err(
-                    "usage: orders [--addr HOST:PORT] [--store memory|redis://…|postgres://…] \
+                    "usage: orders [--addr HOST:PORT] [--store memory|redis://…|redis-cluster://…|postgres://…] \
                             [--orders-table NAME] [--lease SECS] [--ttl SECS]"
                         .to_owned(),
                 )
@@ -250,19 +248,26 @@ fn parse_args() -> Result<Options, String> {
     Ok(options)
 }
 
-async fn router(options: &Options) -> Result<(Router, InFlight), String> {
+/// The store `--store` names, and where the orders live beside it.
+async fn store(options: &Options) -> Result<(BoxedStore, Orders), String> {
     let url = options.store.as_str();
     let in_memory = || Orders::Memory(Default::default());
     if url == "memory" {
-        return app(MemoryStore::new(), in_memory(), options);
+        return Ok((BoxedStore::new(MemoryStore::new()), in_memory()));
     }
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
+    let redis = [
+        "redis://",
+        "rediss://",
+        "redis-cluster://",
+        "rediss-cluster://",
+    ];
+    if redis.iter().any(|scheme| url.starts_with(scheme)) {
         #[cfg(feature = "redis")]
         {
             let store = tower_idempotency::store::RedisStore::connect(url)
                 .await
                 .map_err(|e| e.to_string())?;
-            return app(store, in_memory(), options);
+            return Ok((BoxedStore::new(store), in_memory()));
         }
         #[cfg(not(feature = "redis"))]
         return Err("this build has no Redis store: run with --features redis".to_owned());
@@ -276,13 +281,13 @@ async fn router(options: &Options) -> Result<(Router, InFlight), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             let orders = Orders::postgres(store.clone(), &options.orders_table).await?;
-            return app(store, orders, options);
+            return Ok((BoxedStore::new(store), orders));
         }
         #[cfg(not(feature = "postgres"))]
         return Err("this build has no PostgreSQL store: run with --features postgres".to_owned());
     }
     Err(format!(
-        "--store must be memory, redis://… or postgres://…, not {url}"
+        "--store must be memory, redis://…, redis-cluster://HOST:PORT,… or postgres://…, not {url}"
     ))
 }
 
@@ -298,7 +303,11 @@ async fn main() {
         eprintln!("{msg}");
         std::process::exit(2);
     });
-    let (app, in_flight) = router(&options).await.unwrap_or_else(|msg| {
+    let (app, in_flight) = match store(&options).await {
+        Ok((store, orders)) => app(store, orders, &options),
+        Err(msg) => Err(msg),
+    }
+    .unwrap_or_else(|msg| {
         eprintln!("orders: {msg}");
         std::process::exit(1);
     });

@@ -97,6 +97,7 @@
 //! # }).unwrap();
 //! ```
 
+mod boxed;
 mod error;
 mod memory;
 mod record;
@@ -114,6 +115,7 @@ mod redis;
 
 use std::{future::Future, time::Duration};
 
+pub use self::boxed::BoxedStore;
 pub use self::error::{StoreError, StoreErrorKind};
 pub use self::memory::{Eviction, MemoryStats, MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "postgres")]

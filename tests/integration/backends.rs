@@ -21,18 +21,26 @@ use tower_idempotency::{
 
 use crate::{
     cleanup::{TestUrl, Written},
-    proxy::{Protocol, Proxy},
+    proxy::{Protocol, Proxies, Proxy},
     support::{eventually, post_with_key, routes, send, unique, Answer, Counter},
 };
 
 /// A store backend under test.
-pub(crate) trait Backend: 'static {
+pub(crate) trait Backend: Sized + 'static {
     type Store: IdempotencyStore + Clone;
     /// The variable holding the server's URL.
     const VAR: &'static str;
     const PROTOCOL: Protocol;
 
     fn connect(url: &str) -> impl Future<Output = Result<Self::Store, StoreError>> + Send;
+
+    /// A store whose every connection goes through proxies that count and cut its
+    /// traffic: one in front of the server (or one per node of a cluster).
+    async fn proxied(url: &str) -> (Self::Store, Proxies) {
+        let proxy = Proxy::start(server_addr(url), Self::PROTOCOL).await;
+        let store = store::<Self>(&url_via(url, proxy.addr())).await;
+        (store, Proxies::new(vec![proxy]))
+    }
 
     /// Overwrites the stored response of `key` with its first bytes.
     fn truncate_response(url: &str, key: &RecordKey) -> impl Future<Output = ()> + Send;
@@ -135,10 +143,8 @@ pub(crate) async fn two_instances_run_once<B: Backend>(url: &str) {
 
 /// A replay costs one round trip; a fresh request two; in progress and conflict one.
 pub(crate) async fn round_trips<B: Backend>(url: &str) {
-    let proxy = Proxy::start(server_addr(url), B::PROTOCOL).await;
-    let (app, counter) = app(IdempotencyLayer::new(
-        store::<B>(&url_via(url, proxy.addr())).await,
-    ));
+    let (store, proxy) = B::proxied(url).await;
+    let (app, counter) = app(IdempotencyLayer::new(store));
     // Warm up: connections opened, statements prepared.
     let warm = unique("warm");
     send(&app, post_with_key("/orders", &warm, "w")).await;
@@ -159,8 +165,8 @@ pub(crate) async fn round_trips<B: Backend>(url: &str) {
 /// Store down: 503 with Retry-After and no handler run, whether the server refuses or
 /// hangs; back up: the layer recovers by itself.
 pub(crate) async fn outage_fails_closed_and_recovers<B: Backend>(url: &str) {
-    let proxy = Proxy::start(server_addr(url), B::PROTOCOL).await;
-    let layer = IdempotencyLayer::new(store::<B>(&url_via(url, proxy.addr())).await)
+    let (store, proxy) = B::proxied(url).await;
+    let layer = IdempotencyLayer::new(store)
         .store_timeout(Duration::from_millis(500))
         .unwrap();
     let (app, counter) = app(layer);

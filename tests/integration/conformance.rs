@@ -6,6 +6,25 @@ mod memory {
     });
 }
 
+/// A store chosen at run time: the memory store behind `BoxedStore`, and a `BoxedStore`
+/// boxed again (taken as it is, not boxed twice).
+mod boxed {
+    tower_idempotency::store_conformance_tests!(async {
+        Some(tower_idempotency::store::BoxedStore::new(
+            tower_idempotency::MemoryStore::new(),
+        ))
+    });
+
+    #[test]
+    fn boxing_a_boxed_store_keeps_it() {
+        use tower_idempotency::store::BoxedStore;
+        let once = BoxedStore::new(tower_idempotency::MemoryStore::new());
+        let twice = BoxedStore::new(once.clone());
+        assert_eq!(format!("{twice:?}"), format!("{once:?}"));
+        assert!(format!("{twice:?}").contains("MemoryStore"), "{twice:?}");
+    }
+}
+
 /// `PostgresStore` over an sqlx pool (its tokio-postgres pool is checked with the other
 /// backend tests).
 #[cfg(feature = "sqlx")]

@@ -243,3 +243,35 @@ fn resp_commands_are_split_even_with_binary_payloads() {
     assert_eq!(counter.feed(&command[10..]), 1);
     assert_eq!(counter.feed(&[command.as_slice(), command].concat()), 2);
 }
+
+/// The proxies in front of every node a store talks to (one for a single server).
+pub(crate) struct Proxies(Vec<Proxy>);
+
+impl Proxies {
+    pub(crate) fn new(proxies: Vec<Proxy>) -> Self {
+        Self(proxies)
+    }
+
+    /// The messages sent through all of them.
+    pub(crate) fn messages(&self) -> usize {
+        self.0.iter().map(Proxy::messages).sum()
+    }
+
+    pub(crate) async fn cut(&self) {
+        for proxy in &self.0 {
+            proxy.cut().await;
+        }
+    }
+
+    pub(crate) async fn swallow(&self) {
+        for proxy in &self.0 {
+            proxy.swallow().await;
+        }
+    }
+
+    pub(crate) async fn restore(&self) {
+        for proxy in &self.0 {
+            proxy.restore().await;
+        }
+    }
+}

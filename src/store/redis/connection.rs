@@ -1,0 +1,155 @@
+//! The connection a [`RedisStore`](super::RedisStore) talks over: one server or a cluster,
+//! opened from a URL or handed in by the application.
+
+use std::time::Duration;
+
+use redis::{
+    aio::{ConnectionLike, ConnectionManager},
+    cluster::ClusterClient,
+    cluster_async::ClusterConnection,
+    Cmd, Pipeline, RedisFuture, Value,
+};
+
+use crate::store::{StoreError, StoreErrorKind};
+
+/// How long connecting and each reply may take on the connections the store opens.
+pub(super) const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One server (through a connection manager that reconnects by itself) or a cluster
+/// (through the cluster client, which routes each command to the node serving its key
+/// and follows `MOVED` and `ASK`).
+#[derive(Clone)]
+pub(super) enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+fn configuration(err: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::new(StoreErrorKind::Configuration, err)
+}
+
+/// Opens a connection manager to the server at `url` (`redis://` or `rediss://`).
+pub(super) async fn single(url: &str) -> Result<Connection, StoreError> {
+    let client = redis::Client::open(url).map_err(configuration)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT))
+        .set_number_of_retries(2);
+    let connection = ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(StoreError::unavailable)?;
+    Ok(Connection::Single(connection))
+}
+
+/// Opens a cluster connection, starting from the nodes at `urls` (`redis://` or
+/// `rediss://` each; the cluster's other nodes are discovered).
+pub(super) async fn cluster<I, U>(urls: I) -> Result<Connection, StoreError>
+where
+    I: IntoIterator<Item = U>,
+    U: AsRef<str>,
+{
+    let nodes = urls
+        .into_iter()
+        .map(|url| url.as_ref().to_owned())
+        .collect::<Vec<_>>();
+    if nodes.is_empty() {
+        return Err(StoreError::new(
+            StoreErrorKind::Configuration,
+            "a Redis Cluster needs at least one node URL",
+        ));
+    }
+    let client = ClusterClient::builder(nodes)
+        .connection_timeout(TIMEOUT)
+        .response_timeout(TIMEOUT)
+        .retries(2)
+        .build()
+        .map_err(configuration)?;
+    let connection = client
+        .get_async_connection()
+        .await
+        .map_err(StoreError::unavailable)?;
+    Ok(Connection::Cluster(connection))
+}
+
+/// The node URLs of `redis-cluster://[user:password@]host:port,host:port[/…]` (or
+/// `rediss-cluster://`, over TLS), or `None` for a URL of another scheme.
+pub(super) fn cluster_nodes(url: &str) -> Option<Result<Vec<String>, StoreError>> {
+    let (scheme, rest) = url.split_once("://")?;
+    let node_scheme = match scheme {
+        "redis-cluster" => "redis",
+        "rediss-cluster" => "rediss",
+        _ => return None,
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let (user, hosts) = match authority.rsplit_once('@') {
+        Some((user, hosts)) => (format!("{user}@"), hosts),
+        None => (String::new(), authority),
+    };
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .filter(|host| !host.is_empty())
+        .map(|host| format!("{node_scheme}://{user}{host}{tail}"))
+        .collect();
+    if nodes.is_empty() {
+        return Some(Err(StoreError::new(
+            StoreErrorKind::Configuration,
+            format!("{scheme}:// needs at least one host:port, as in {scheme}://127.0.0.1:7000,127.0.0.1:7001"),
+        )));
+    }
+    Some(Ok(nodes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_urls_name_every_node() {
+        let nodes =
+            cluster_nodes("redis-cluster://u:p@10.0.0.1:7000,10.0.0.2:7001/?protocol=resp3")
+                .unwrap()
+                .unwrap();
+        assert_eq!(
+            nodes,
+            [
+                "redis://u:p@10.0.0.1:7000/?protocol=resp3",
+                "redis://u:p@10.0.0.2:7001/?protocol=resp3"
+            ]
+        );
+        assert_eq!(
+            cluster_nodes("rediss-cluster://h:1").unwrap().unwrap(),
+            ["rediss://h:1"]
+        );
+        assert!(cluster_nodes("redis://h:1").is_none());
+        let err = cluster_nodes("redis-cluster://").unwrap().unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Configuration);
+    }
+}

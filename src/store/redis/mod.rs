@@ -1,0 +1,392 @@
+//! [`RedisStore`]: records in Redis, one hash per key, every operation one Lua script.
+
+mod connection;
+mod scripts;
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use redis::{
+    aio::ConnectionManager, cluster_async::ClusterConnection, FromRedisValue, Script, Value,
+};
+
+use self::{
+    connection::Connection,
+    scripts::{Scripts, VERSION},
+};
+use super::{
+    codec, Begin, Fingerprint, IdempotencyStore, LockToken, Record, RecordKey, RecordState,
+    StoreError, StoreErrorKind, StoredResponse,
+};
+
+/// A store in Redis, for many instances behind a load balancer (feature `redis`): one
+/// server, or a Redis Cluster (Valkey and ElastiCache in cluster mode alike).
+///
+/// Each record is one hash under the record key (`{namespace}:{scope length}:{scope}:{key}`,
+/// e.g. `idem:0::order-7f3a`) with the fields `v` (format version), `fp` (the 64-byte
+/// fingerprint: request and caller digests), `tok` (the 16-byte lock token, while in
+/// flight), `resp` (the encoded response, once completed) and `by` (the token that
+/// completed it). Records expire by Redis TTL: the lease while in flight, the record TTL
+/// once completed. Every operation is one Lua script on one key, so each is atomic and,
+/// on a cluster, runs on the one node serving that key. A replay costs one round trip; a
+/// fresh request two (claim, complete), plus one renewal per third of a lease for a slow
+/// handler.
+///
+/// ```no_run
+/// use tower_idempotency::{store::RedisStore, IdempotencyLayer};
+///
+/// # async fn run() -> Result<(), tower_idempotency::store::StoreError> {
+/// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+/// // Or a cluster, from any of its nodes:
+/// let cluster = RedisStore::connect("redis-cluster://10.0.0.1:7000,10.0.0.2:7000").await?;
+/// let layer = IdempotencyLayer::new(store);
+/// # Ok(()) }
+/// ```
+///
+/// # Failover
+///
+/// Redis replicates asynchronously. Without [`wait_for_replicas`](Self::wait_for_replicas),
+/// a claim acknowledged by a primary that then dies before its replica received it is
+/// lost with it: the retry, served by the promoted replica, finds no record and runs the
+/// request again. With `wait_for_replicas(n, timeout)`, each claim, completion and
+/// renewal is followed (in the same round trip) by `WAIT n timeout`, and the layer goes on
+/// only once `n` replicas hold the write: a claim that does not reach them in time is
+/// released and answered `503` (nothing ran); a completion that does not is retried like
+/// any failed completion, while the claim is held, and counted. The cost is the time the
+/// replicas take to acknowledge, on every claim and completion (about one replica round
+/// trip each), and a `503` whenever fewer than `n` replicas are reachable.
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: Connection,
+    scripts: Arc<Scripts>,
+    replicas: Option<Replicas>,
+    /// The connection's reply timeout, where the store opened the connection itself.
+    reply_timeout: Option<Duration>,
+}
+
+/// `WAIT` after each claim, completion and renewal.
+#[derive(Clone, Copy, Debug)]
+struct Replicas {
+    count: u32,
+    timeout_ms: u64,
+}
+
+impl RedisStore {
+    /// Connects to Redis at `url`, and loads the scripts:
+    ///
+    /// - `redis://host:port/db` (or `rediss://…` over TLS): one server, through a
+    ///   connection manager that reconnects by itself after a failure;
+    /// - `redis-cluster://host:port,host:port` (or `rediss-cluster://…`): a Redis Cluster,
+    ///   starting from these nodes (one is enough; the others are discovered). A
+    ///   `user:password@` before the hosts and a `/?…` after them apply to every node.
+    ///
+    /// Connecting and each reply time out after 2 seconds.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let connection = match connection::cluster_nodes(url) {
+            Some(nodes) => connection::cluster(nodes?).await?,
+            None => connection::single(url).await?,
+        };
+        let mut store = Self::over(connection).await?;
+        store.reply_timeout = Some(connection::TIMEOUT);
+        Ok(store)
+    }
+
+    /// Connects to a Redis Cluster, starting from the nodes at `urls` (`redis://host:port`
+    /// or `rediss://…` each), and loads the scripts on every primary.
+    pub async fn connect_cluster<I, U>(urls: I) -> Result<Self, StoreError>
+    where
+        I: IntoIterator<Item = U>,
+        U: AsRef<str>,
+    {
+        let mut store = Self::over(connection::cluster(urls).await?).await?;
+        store.reply_timeout = Some(connection::TIMEOUT);
+        Ok(store)
+    }
+
+    /// A store over a connection manager the application already has. Loads the scripts,
+    /// so that every later operation is a single `EVALSHA`.
+    pub async fn with_connection_manager(
+        connection: ConnectionManager,
+    ) -> Result<Self, StoreError> {
+        Self::over(Connection::Single(connection)).await
+    }
+
+    /// A store over a cluster connection the application already has (from
+    /// `redis::cluster::ClusterClient::get_async_connection`). Loads the scripts on every
+    /// primary; a node that lacks them later (after a failover, a restart or a
+    /// resharding) answers `NOSCRIPT`, and the store loads them and runs the script again.
+    pub async fn with_cluster_connection(
+        connection: ClusterConnection,
+    ) -> Result<Self, StoreError> {
+        Self::over(Connection::Cluster(connection)).await
+    }
+
+    async fn over(mut connection: Connection) -> Result<Self, StoreError> {
+        let scripts = Scripts::new();
+        for script in scripts.all() {
+            script
+                .prepare_invoke()
+                .load_async(&mut connection)
+                .await
+                .map_err(StoreError::unavailable)?;
+        }
+        Ok(Self {
+            connection,
+            scripts: Arc::new(scripts),
+            replicas: None,
+            reply_timeout: None,
+        })
+    }
+
+    /// Makes each claim, completion and renewal wait until `replicas` replicas of the
+    /// key's primary acknowledge it, for up to `timeout` (Redis `WAIT`), so that a
+    /// failover cannot lose an acknowledged claim: see [Failover](Self#failover).
+    ///
+    /// Fails with [`StoreErrorKind::Configuration`] for zero replicas, a timeout under one
+    /// millisecond (`WAIT` would block without end), or, on a connection the store opened,
+    /// a timeout not below its 2-second reply timeout.
+    pub fn wait_for_replicas(
+        mut self,
+        replicas: u32,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let refuse = |why: String| Err(StoreError::new(StoreErrorKind::Configuration, why));
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        if replicas == 0 {
+            return refuse("wait_for_replicas needs at least one replica".to_owned());
+        }
+        if timeout_ms == 0 {
+            return refuse(format!("wait_for_replicas: a timeout of {timeout:?} is under one millisecond, and WAIT 0 would block without end"));
+        }
+        if let Some(reply) = self.reply_timeout.filter(|reply| timeout >= *reply) {
+            return refuse(format!("wait_for_replicas: the timeout {timeout:?} must be below the connection's reply timeout of {reply:?}"));
+        }
+        self.replicas = Some(Replicas {
+            count: replicas,
+            timeout_ms,
+        });
+        Ok(self)
+    }
+
+    /// Runs `script` on `key`: `EVALSHA`, followed in the same round trip by `WAIT` when
+    /// `durable` and replicas are awaited. A node without the script (restarted, failed
+    /// over, or newly serving the slot) answers `NOSCRIPT`: the script is loaded and run
+    /// again (a `NOSCRIPT` ran nothing). Returns the reply and whether the replicas
+    /// awaited acknowledged it (`true` when none are).
+    async fn run<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        key: &RecordKey,
+        args: &[&[u8]],
+        durable: bool,
+    ) -> Result<(T, bool), StoreError> {
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha.arg(script.get_hash()).arg(1).arg(key.as_str());
+        for arg in args {
+            evalsha.arg(*arg);
+        }
+        let replicas = self.replicas.filter(|_| durable);
+        let mut connection = self.connection.clone();
+        let mut loaded = false;
+        loop {
+            let reply = match replicas {
+                None => evalsha
+                    .query_async::<T>(&mut connection)
+                    .await
+                    .map(|reply| (reply, true)),
+                Some(Replicas { count, timeout_ms }) => redis::pipe()
+                    .add_command(evalsha.clone())
+                    .cmd("WAIT")
+                    .arg(count)
+                    .arg(timeout_ms)
+                    .query_async::<(T, u64)>(&mut connection)
+                    .await
+                    .map(|(reply, acked)| (reply, acked >= u64::from(count))),
+            };
+            match reply {
+                Err(err)
+                    if !loaded
+                        && err.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    script
+                        .prepare_invoke()
+                        .load_async(&mut connection)
+                        .await
+                        .map_err(StoreError::unavailable)?;
+                    loaded = true;
+                }
+                other => return other.map_err(StoreError::unavailable),
+            }
+        }
+    }
+
+    /// A fenced write: done when the script answers `1` (and the replicas awaited hold
+    /// it). `2` is a completion that landed earlier under this token: spent, so `Fenced`
+    /// as the store contract says, but only once the replicas hold it (until then the
+    /// layer's retry must go on). Anything else is `Fenced`.
+    async fn fenced(
+        &self,
+        script: &Script,
+        key: &RecordKey,
+        args: &[&[u8]],
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let (reply, replicated): (i64, bool) = self.run(script, key, args, durable).await?;
+        match reply {
+            1 | 2 if !replicated => Err(self.not_replicated("the write")),
+            1 => Ok(()),
+            _ => Err(StoreError::fenced()),
+        }
+    }
+
+    fn not_replicated(&self, what: &str) -> StoreError {
+        let Replicas { count, timeout_ms } = self.replicas.unwrap_or(Replicas {
+            count: 0,
+            timeout_ms: 0,
+        });
+        StoreError::new(
+            StoreErrorKind::Unavailable,
+            format!("{what} did not reach {count} replicas within {timeout_ms} ms"),
+        )
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore").finish_non_exhaustive()
+    }
+}
+
+fn millis(duration: Duration) -> String {
+    // PEXPIRE refuses 0; a zero lease or TTL means "expire at once".
+    duration.as_millis().max(1).to_string()
+}
+
+/// The reply of `BEGIN` or `GET`: a status code and its bulk strings.
+fn parse_reply(reply: Vec<Value>) -> Result<(i64, Vec<Vec<u8>>), StoreError> {
+    let mut items = reply.into_iter();
+    let Some(Value::Int(status)) = items.next() else {
+        return Err(StoreError::corrupt("unexpected script reply"));
+    };
+    let strings = items
+        .map(|item| match item {
+            Value::BulkString(bytes) => Ok(bytes),
+            _ => Err(StoreError::corrupt("unexpected script reply")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if status == -1 {
+        let why = strings
+            .first()
+            .map(|s| String::from_utf8_lossy(s).into_owned());
+        return Err(StoreError::corrupt(format!(
+            "the key holds {}, not a record of ours",
+            why.unwrap_or_default()
+        )));
+    }
+    Ok((status, strings))
+}
+
+fn fingerprint(bytes: &[u8]) -> Result<Fingerprint, StoreError> {
+    let bytes: [u8; 64] = bytes
+        .try_into()
+        .map_err(|_| StoreError::corrupt("fingerprint is not 64 bytes"))?;
+    Ok(Fingerprint::from_bytes(bytes))
+}
+
+impl IdempotencyStore for RedisStore {
+    async fn begin(
+        &self,
+        key: &RecordKey,
+        fp: &Fingerprint,
+        token: &LockToken,
+        lease: Duration,
+    ) -> Result<Begin, StoreError> {
+        let lease = millis(lease);
+        let (reply, replicated): (Vec<Value>, bool) = self
+            .run(
+                &self.scripts.begin,
+                key,
+                &[
+                    &fp.to_bytes(),
+                    &token.to_bytes(),
+                    lease.as_bytes(),
+                    VERSION.as_bytes(),
+                ],
+                true,
+            )
+            .await?;
+        let begin = match parse_reply(reply)? {
+            (0, _) => Begin::Claimed,
+            (4, _) => Begin::OwnClaim,
+            (1, strings) if strings.len() == 1 => Begin::Conflict(fingerprint(&strings[0])?),
+            (2, _) => Begin::InProgress,
+            (3, strings) if strings.len() == 1 => Begin::Completed(codec::decode(&strings[0])?),
+            _ => return Err(StoreError::corrupt("unexpected script reply")),
+        };
+        if matches!(begin, Begin::Claimed | Begin::OwnClaim) && !replicated {
+            // Not durable yet: give the key back, so that nothing runs on a claim a
+            // failover could lose. Should the release fail too, the lease frees the key.
+            let _ = self.release(key, token).await;
+            return Err(self.not_replicated("the claim"));
+        }
+        Ok(begin)
+    }
+
+    async fn complete(
+        &self,
+        key: &RecordKey,
+        token: &LockToken,
+        response: &StoredResponse,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let encoded = codec::encode(response);
+        let ttl = millis(ttl);
+        self.fenced(
+            &self.scripts.complete,
+            key,
+            &[&token.to_bytes(), &encoded, ttl.as_bytes()],
+            true,
+        )
+        .await
+    }
+
+    async fn release(&self, key: &RecordKey, token: &LockToken) -> Result<(), StoreError> {
+        // A release lost in a failover leaves the claim until its lease ends: no wait.
+        self.fenced(&self.scripts.release, key, &[&token.to_bytes()], false)
+            .await
+    }
+
+    async fn renew(
+        &self,
+        key: &RecordKey,
+        token: &LockToken,
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        let lease = millis(lease);
+        self.fenced(
+            &self.scripts.renew,
+            key,
+            &[&token.to_bytes(), lease.as_bytes()],
+            true,
+        )
+        .await
+    }
+
+    async fn get(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
+        let (reply, _): (Vec<Value>, bool) = self
+            .run(&self.scripts.get, key, &[VERSION.as_bytes()], false)
+            .await?;
+        match parse_reply(reply)? {
+            (0, _) => Ok(None),
+            (2, strings) if strings.len() == 1 => Ok(Some(Record {
+                fingerprint: fingerprint(&strings[0])?,
+                state: RecordState::InFlight,
+            })),
+            (3, strings) if strings.len() == 2 => Ok(Some(Record {
+                fingerprint: fingerprint(&strings[0])?,
+                state: RecordState::Completed(codec::decode(&strings[1])?),
+            })),
+            _ => Err(StoreError::corrupt("unexpected script reply")),
+        }
+    }
+}
