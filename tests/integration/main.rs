@@ -17,6 +17,8 @@ mod processes;
 #[cfg(any(feature = "redis", feature = "postgres"))]
 mod proxy;
 #[cfg(feature = "redis")]
+mod redis_failover;
+#[cfg(feature = "redis")]
 mod redis_store;
 #[cfg(feature = "postgres")]
 mod transactional;
