@@ -111,5 +111,26 @@ async fn a_custom_table_is_created_and_expired_rows_are_swept() {
     execute(&url, &expired, &[]).await;
     assert!(store.sweep().await.unwrap() >= 1);
     assert_eq!(store.sweep().await.unwrap(), 0);
+
+    // More expired rows than one batch holds, beside live ones: all the expired go, in
+    // several batches, and only they.
+    for (prefix, expires) in [
+        ("stale", "- interval '1 minute'"),
+        ("live", "+ interval '1 hour'"),
+    ] {
+        let rows = if prefix == "stale" { 2500 } else { 10 };
+        let insert = format!(
+            "INSERT INTO {table} (key, fingerprint, version, expires_at)
+             SELECT '{prefix}-' || g, '\\x00', 2, now() {expires} FROM generate_series(1, {rows}) g"
+        );
+        execute(&url, &insert, &[]).await;
+    }
+    assert_eq!(store.sweep().await.unwrap(), 2500);
+    let delete_live = format!("DELETE FROM {table} WHERE key LIKE 'live-%'");
+    assert_eq!(
+        execute(&url, &delete_live, &[]).await,
+        10,
+        "the live rows stay"
+    );
     execute(&url, &format!("DROP TABLE {table}"), &[]).await;
 }

@@ -1,7 +1,7 @@
 //! The SQL of [`PostgresStore`](super::PostgresStore), with its table name in place.
 
 /// How many expired rows one sweep statement deletes at most.
-pub(super) const SWEEP_BATCH: i64 = 10_000;
+pub(super) const SWEEP_BATCH: i64 = 1_000;
 
 /// The statements, with the table name in place.
 pub(super) struct Statements {
@@ -64,7 +64,8 @@ impl Statements {
             ),
             sweep: format!(
                 "DELETE FROM {table} WHERE key IN (
-                    SELECT key FROM {table} WHERE expires_at <= now() LIMIT {SWEEP_BATCH})"
+                    SELECT key FROM {table} WHERE expires_at <= now() LIMIT {SWEEP_BATCH}
+                    FOR UPDATE SKIP LOCKED)"
             ),
         }
     }
