@@ -112,7 +112,7 @@ mod measure {
         let mut i = 0u64;
         while !sweeper.is_finished() {
             // Every other claim takes a key whose expired row the sweep is deleting.
-            let key = if i % 2 == 0 {
+            let key = if i.is_multiple_of(2) {
                 format!("sweep-{}", 1 + (i * 7919) % ROWS)
             } else {
                 format!("during-{run}-{i}")
