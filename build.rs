@@ -8,6 +8,8 @@ fn main() {
         ("REDIS_URL", "redis_url_unset"),
         ("REDIS_CLUSTER_URL", "redis_cluster_url_unset"),
         ("DATABASE_URL", "database_url_unset"),
+        ("REDIS_TLS_URL", "redis_tls_url_unset"),
+        ("DATABASE_TLS_URL", "database_tls_url_unset"),
     ] {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
         println!("cargo::rerun-if-env-changed={var}");

@@ -178,7 +178,7 @@ fn app(store: BoxedStore, orders: Orders, options: &Options) -> Result<(Router, 
     let layer = IdempotencyLayer::new(store)
         .lease(options.lease)
         .and_then(|layer| layer.ttl(options.ttl))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("{e:#}"))?;
     let in_flight = layer.in_flight();
     let state = AppState {
         orders,
@@ -266,7 +266,7 @@ async fn store(options: &Options) -> Result<(BoxedStore, Orders), String> {
         {
             let store = tower_idempotency::store::RedisStore::connect(url)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| format!("{e:#}"))?;
             return Ok((BoxedStore::new(store), in_memory()));
         }
         #[cfg(not(feature = "redis"))]
@@ -279,7 +279,7 @@ async fn store(options: &Options) -> Result<(BoxedStore, Orders), String> {
             // commits together with its record.
             let store = tower_idempotency::store::PostgresStore::connect(url)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| format!("{e:#}"))?;
             let orders = Orders::postgres(store.clone(), &options.orders_table).await?;
             return Ok((BoxedStore::new(store), orders));
         }

@@ -40,7 +40,9 @@ impl StoreErrorKind {
 /// An error from an [`IdempotencyStore`](super::IdempotencyStore) operation.
 ///
 /// Opaque on purpose: match on [`kind`](Self::kind), and reach the backend's own error
-/// through [`Error::source`].
+/// through [`Error::source`]. Displayed with `{:#}`, it names every cause down the
+/// chain (`store is unavailable: error performing tls handshake: invalid peer
+/// certificate: NotValidForName`), where `{}` stops at the first.
 #[derive(Debug)]
 pub struct StoreError {
     kind: StoreErrorKind,
@@ -90,8 +92,23 @@ impl StoreError {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.kind.describe())?;
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
+        let Some(source) = &self.source else {
+            return Ok(());
+        };
+        write!(f, ": {source}")?;
+        // `{:#}`: every cause down the chain (a TLS handshake's failing certificate, say),
+        // each once.
+        if f.alternate() {
+            let mut shown = source.to_string();
+            let mut cause = source.source();
+            while let Some(err) = cause {
+                let text = err.to_string();
+                if !shown.contains(&text) {
+                    write!(f, ": {text}")?;
+                    shown = text;
+                }
+                cause = err.source();
+            }
         }
         Ok(())
     }

@@ -2,12 +2,14 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use deadpool_postgres::{Manager, Pool, Runtime};
-use tokio_postgres::NoTls;
+use deadpool_postgres::{Pool, Runtime};
 
 mod commit;
 mod pool;
 mod sql;
+mod tls;
+#[cfg(feature = "postgres-tls")]
+mod verifiers;
 #[cfg(feature = "sqlx")]
 mod with_sqlx;
 
@@ -71,14 +73,24 @@ impl PostgresStore {
     /// The default table name.
     pub const DEFAULT_TABLE: &'static str = "idempotency_records";
 
-    /// Connects to `url` (`postgres://user@host:port/db`, without TLS) with a pool of up to
-    /// 16 connections, and creates the default table if it is missing.
+    /// Connects to `url` (`postgres://user@host:port/db`) with a pool of up to 16
+    /// connections, and creates the default table if it is missing.
+    ///
+    /// TLS (feature `postgres-tls`, through rustls) as libpq reads the URL's `sslmode`:
+    /// `require` encrypts without checking the certificate, `verify-ca` checks that it
+    /// chains to a trusted root, `verify-full` also that it names the host; `prefer`
+    /// encrypts when the server offers it. The roots are the file `sslrootcert=PATH`
+    /// names (PEM), else the system's (`sslrootcert=system`, with `verify-full`). Without
+    /// the feature, any `sslmode` other than `disable` and `prefer` is refused.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config = url
+        let settings = tls::settings(url)?;
+        let mut config: tokio_postgres::Config = settings
+            .url
             .parse()
             .map_err(|err| StoreError::new(StoreErrorKind::Configuration, err))?;
         config.connect_timeout(Duration::from_secs(2));
-        let pool = Pool::builder(Manager::new(config, NoTls))
+        let manager = tls::manager(config, &settings)?;
+        let pool = Pool::builder(manager)
             .max_size(16)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(Duration::from_secs(2)))

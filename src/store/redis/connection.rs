@@ -56,9 +56,40 @@ fn configuration(err: impl std::error::Error + Send + Sync + 'static) -> StoreEr
     StoreError::new(StoreErrorKind::Configuration, err)
 }
 
+/// Root certificates to trust (PEM) instead of the system's, for `rediss://`.
+pub(super) type Roots<'a> = Option<&'a [u8]>;
+
+#[cfg(feature = "redis-tls")]
+fn certificates(roots: &[u8]) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(roots.to_vec()),
+    }
+}
+
+fn client(url: &str, roots: Roots<'_>) -> Result<redis::Client, StoreError> {
+    match roots {
+        #[cfg(feature = "redis-tls")]
+        Some(roots) => {
+            redis::Client::build_with_tls(url, certificates(roots)).map_err(configuration)
+        }
+        #[cfg(not(feature = "redis-tls"))]
+        Some(_) => Err(no_tls()),
+        None => redis::Client::open(url).map_err(configuration),
+    }
+}
+
+#[cfg(not(feature = "redis-tls"))]
+fn no_tls() -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Configuration,
+        "this build has no TLS for Redis (enable the feature redis-tls)",
+    )
+}
+
 /// Opens a connection manager to the server at `url` (`redis://` or `rediss://`).
-pub(super) async fn single(url: &str) -> Result<Connection, StoreError> {
-    let client = redis::Client::open(url).map_err(configuration)?;
+pub(super) async fn single(url: &str, roots: Roots<'_>) -> Result<Connection, StoreError> {
+    let client = client(url, roots)?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(TIMEOUT))
         .set_response_timeout(Some(TIMEOUT))
@@ -71,7 +102,7 @@ pub(super) async fn single(url: &str) -> Result<Connection, StoreError> {
 
 /// Opens a cluster connection, starting from the nodes at `urls` (`redis://` or
 /// `rediss://` each; the cluster's other nodes are discovered).
-pub(super) async fn cluster<I, U>(urls: I) -> Result<Connection, StoreError>
+pub(super) async fn cluster<I, U>(urls: I, roots: Roots<'_>) -> Result<Connection, StoreError>
 where
     I: IntoIterator<Item = U>,
     U: AsRef<str>,
@@ -86,12 +117,20 @@ where
             "a Redis Cluster needs at least one node URL",
         ));
     }
-    let client = ClusterClient::builder(nodes)
+    #[cfg(not(feature = "redis-tls"))]
+    if roots.is_some() || nodes.iter().any(|node| node.starts_with("rediss://")) {
+        return Err(no_tls());
+    }
+    let builder = ClusterClient::builder(nodes)
         .connection_timeout(TIMEOUT)
         .response_timeout(TIMEOUT)
-        .retries(2)
-        .build()
-        .map_err(configuration)?;
+        .retries(2);
+    #[cfg(feature = "redis-tls")]
+    let builder = match roots {
+        Some(roots) => builder.certs(certificates(roots)),
+        None => builder,
+    };
+    let client = builder.build().map_err(configuration)?;
     let connection = client
         .get_async_connection()
         .await

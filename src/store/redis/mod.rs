@@ -79,11 +79,26 @@ impl RedisStore {
     ///   starting from these nodes (one is enough; the others are discovered). A
     ///   `user:password@` before the hosts and a `/?…` after them apply to every node.
     ///
-    /// Connecting and each reply time out after 2 seconds.
+    /// Connecting and each reply time out after 2 seconds. `rediss://` needs the
+    /// feature `redis-tls`, and checks the server's certificate against the system's
+    /// roots (see [`connect_with_roots`](Self::connect_with_roots) for others).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::open(url, None).await
+    }
+
+    /// Like [`connect`](Self::connect), over TLS (`rediss://` or `rediss-cluster://`),
+    /// trusting the root certificates in `pem` (one or more, PEM-encoded) instead of
+    /// the system's: for a private certificate authority. The server's certificate must
+    /// name the host the URL gives.
+    #[cfg(feature = "redis-tls")]
+    pub async fn connect_with_roots(url: &str, pem: &[u8]) -> Result<Self, StoreError> {
+        Self::open(url, Some(pem)).await
+    }
+
+    async fn open(url: &str, roots: connection::Roots<'_>) -> Result<Self, StoreError> {
         let connection = match connection::cluster_nodes(url) {
-            Some(nodes) => connection::cluster(nodes?).await?,
-            None => connection::single(url).await?,
+            Some(nodes) => connection::cluster(nodes?, roots).await?,
+            None => connection::single(url, roots).await?,
         };
         let mut store = Self::over(connection).await?;
         store.reply_timeout = Some(connection::TIMEOUT);
@@ -97,7 +112,7 @@ impl RedisStore {
         I: IntoIterator<Item = U>,
         U: AsRef<str>,
     {
-        let mut store = Self::over(connection::cluster(urls).await?).await?;
+        let mut store = Self::over(connection::cluster(urls, None).await?).await?;
         store.reply_timeout = Some(connection::TIMEOUT);
         Ok(store)
     }
