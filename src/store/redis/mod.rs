@@ -11,7 +11,7 @@ use redis::{
 
 use self::{
     connection::Connection,
-    scripts::{Scripts, VERSION},
+    scripts::{fingerprint, parse_reply, Scripts, VERSION},
 };
 use super::{
     codec, Begin, Fingerprint, IdempotencyStore, LockToken, Record, RecordKey, RecordState,
@@ -275,37 +275,6 @@ impl fmt::Debug for RedisStore {
 fn millis(duration: Duration) -> String {
     // PEXPIRE refuses 0; a zero lease or TTL means "expire at once".
     duration.as_millis().max(1).to_string()
-}
-
-/// The reply of `BEGIN` or `GET`: a status code and its bulk strings.
-fn parse_reply(reply: Vec<Value>) -> Result<(i64, Vec<Vec<u8>>), StoreError> {
-    let mut items = reply.into_iter();
-    let Some(Value::Int(status)) = items.next() else {
-        return Err(StoreError::corrupt("unexpected script reply"));
-    };
-    let strings = items
-        .map(|item| match item {
-            Value::BulkString(bytes) => Ok(bytes),
-            _ => Err(StoreError::corrupt("unexpected script reply")),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if status == -1 {
-        let why = strings
-            .first()
-            .map(|s| String::from_utf8_lossy(s).into_owned());
-        return Err(StoreError::corrupt(format!(
-            "the key holds {}, not a record of ours",
-            why.unwrap_or_default()
-        )));
-    }
-    Ok((status, strings))
-}
-
-fn fingerprint(bytes: &[u8]) -> Result<Fingerprint, StoreError> {
-    let bytes: [u8; 64] = bytes
-        .try_into()
-        .map_err(|_| StoreError::corrupt("fingerprint is not 64 bytes"))?;
-    Ok(Fingerprint::from_bytes(bytes))
 }
 
 impl IdempotencyStore for RedisStore {

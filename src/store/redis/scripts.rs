@@ -1,6 +1,9 @@
-//! The Lua scripts: every operation of the Redis store is one of them, on one key.
+//! The Lua scripts (every operation of the Redis store is one of them, on one key), and
+//! their replies read.
 
-use redis::Script;
+use redis::{Script, Value};
+
+use crate::store::{Fingerprint, StoreError};
 
 /// Claims a free key, or reports what holds it. Answers `{0}` claimed, `{1, fp}` conflict,
 /// `{2}` in progress, `{3, response}` completed, `{4}` already held with this token,
@@ -101,4 +104,35 @@ impl Scripts {
             &self.renew,
         ]
     }
+}
+
+/// The reply of `BEGIN` or `GET`: a status code and its bulk strings.
+pub(super) fn parse_reply(reply: Vec<Value>) -> Result<(i64, Vec<Vec<u8>>), StoreError> {
+    let mut items = reply.into_iter();
+    let Some(Value::Int(status)) = items.next() else {
+        return Err(StoreError::corrupt("unexpected script reply"));
+    };
+    let strings = items
+        .map(|item| match item {
+            Value::BulkString(bytes) => Ok(bytes),
+            _ => Err(StoreError::corrupt("unexpected script reply")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if status == -1 {
+        let why = strings
+            .first()
+            .map(|s| String::from_utf8_lossy(s).into_owned());
+        return Err(StoreError::corrupt(format!(
+            "the key holds {}, not a record of ours",
+            why.unwrap_or_default()
+        )));
+    }
+    Ok((status, strings))
+}
+
+pub(super) fn fingerprint(bytes: &[u8]) -> Result<Fingerprint, StoreError> {
+    let bytes: [u8; 64] = bytes
+        .try_into()
+        .map_err(|_| StoreError::corrupt("fingerprint is not 64 bytes"))?;
+    Ok(Fingerprint::from_bytes(bytes))
 }
