@@ -6,7 +6,9 @@
 //!     cargo bench --bench stores --all-features
 //! ```
 //!
-//! A store whose variable is unset (or whose feature is off) is left out.
+//! A store whose variable is unset (or whose feature is off) is left out. With `REDIS_URL`
+//! set, the bench also starts a primary with one replica of its own (`redis-server` on the
+//! `PATH`) to measure what `wait_for_replicas` costs; with `REDIS_CLUSTER_URL`, the cluster.
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
@@ -62,7 +64,13 @@ fn stores(c: &mut Criterion) {
         b.to_async(&runtime)
             .iter(|| common::call(&bare, None, &body))
     });
-    bench_store(c, &runtime, "memory", MemoryStore::new());
+    // Bounds wide enough for every fresh request of the run (the default bounds would
+    // refuse claims partway, and measure 503s).
+    let memory = MemoryStore::builder()
+        .max_bytes(8 << 30)
+        .max_entries(20_000_000)
+        .build();
+    bench_store(c, &runtime, "memory", memory);
     #[cfg(feature = "redis")]
     if let Ok(url) = std::env::var("REDIS_URL") {
         let store = runtime
@@ -70,6 +78,26 @@ fn stores(c: &mut Criterion) {
             .expect("REDIS_URL reachable");
         bench_store(c, &runtime, "redis", store.clone());
         runtime.block_on(print_redis_commands(&url, store));
+        // What `wait_for_replicas` costs: a primary with one replica of its own, with and
+        // without waiting for it.
+        let pair = replicated::Pair::start();
+        let connect = || {
+            runtime
+                .block_on(tower_idempotency::store::RedisStore::connect(&pair.url()))
+                .expect("the bench's own primary")
+        };
+        bench_store(c, &runtime, "redis-replicated", connect());
+        let waiting = connect()
+            .wait_for_replicas(1, Duration::from_millis(500))
+            .unwrap();
+        bench_store(c, &runtime, "redis-replicated-wait-1", waiting);
+    }
+    #[cfg(feature = "redis")]
+    if let Ok(url) = std::env::var("REDIS_CLUSTER_URL") {
+        let store = runtime
+            .block_on(tower_idempotency::store::RedisStore::connect(&url))
+            .expect("REDIS_CLUSTER_URL reachable");
+        bench_store(c, &runtime, "redis-cluster", store);
     }
     #[cfg(feature = "postgres")]
     if let Ok(url) = std::env::var("DATABASE_URL") {
@@ -133,6 +161,70 @@ async fn print_redis_commands(url: &str, store: tower_idempotency::store::RedisS
     println!(
         "redis commands per fresh request: {fresh_all:.1} ({fresh_scripts:.1} scripts); per replay: {replay_all:.1} ({replay_scripts:.1} scripts)"
     );
+}
+
+/// A Redis primary and its replica on free loopback ports, stopped when dropped.
+#[cfg(feature = "redis")]
+mod replicated {
+    use std::process::Command;
+
+    pub(super) struct Pair {
+        ports: [u16; 2],
+        dir: std::path::PathBuf,
+    }
+
+    fn free_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    impl Pair {
+        pub(super) fn start() -> Self {
+            let dir = std::env::temp_dir().join(format!("idem-bench-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let ports = [free_port(), free_port()];
+            for (i, port) in ports.iter().enumerate() {
+                let mut server = Command::new("redis-server");
+                server
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                    .args(["--save", "", "--appendonly", "no", "--daemonize", "yes"])
+                    .arg("--dir")
+                    .arg(&dir)
+                    .arg("--pidfile")
+                    .arg(dir.join(format!("{port}.pid")));
+                if i == 1 {
+                    server.args(["--replicaof", "127.0.0.1", &ports[0].to_string()]);
+                }
+                assert!(server.status().expect("redis-server on the PATH").success());
+            }
+            for _ in 0..100 {
+                let info = Command::new("redis-cli")
+                    .args(["-p", &ports[1].to_string(), "info", "replication"])
+                    .output()
+                    .expect("redis-cli on the PATH");
+                if String::from_utf8_lossy(&info.stdout).contains("master_link_status:up") {
+                    return Self { ports, dir };
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            panic!("the replica did not sync");
+        }
+
+        pub(super) fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}", self.ports[0])
+        }
+    }
+
+    impl Drop for Pair {
+        fn drop(&mut self) {
+            for port in self.ports {
+                if let Ok(pid) = std::fs::read_to_string(self.dir.join(format!("{port}.pid"))) {
+                    let _ = Command::new("kill").arg(pid.trim()).status();
+                }
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }
 
 criterion_group!(benches, stores);
