@@ -34,10 +34,11 @@
 //!
 //! - [`IdempotencyLayer`]: the server layer and every knob (defaults in [`defaults`]);
 //!   [`Idempotency`] is the service it builds.
-//! - Stores: [`MemoryStore`] (one process), `RedisStore` (feature `redis`) and
-//!   `PostgresStore` (feature `postgres`; `sqlx` for an sqlx pool), all in [`store`];
-//!   [`IdempotencyStore`] to write your own, checked by `store::conformance`
-//!   (feature `test-util`).
+//! - Stores: [`MemoryStore`] (one process), `RedisStore` (feature `redis`: one server or
+//!   a Redis Cluster; `redis-tls` for TLS) and `PostgresStore` (feature `postgres`;
+//!   `postgres-tls` for TLS, `sqlx` for an sqlx pool), all in [`store`];
+//!   [`store::BoxedStore`] for a store chosen at run time; [`IdempotencyStore`] to write
+//!   your own, checked by `store::conformance` (feature `test-util`).
 //! - In the handler: [`IdempotencyKey`] (the key, and [`IdempotencyKey::derive`] for the
 //!   keys of downstream calls), [`NotExecuted`] (release the key: nothing was done), and
 //!   with PostgreSQL `PostgresStore::complete_and_commit` (the record in the handler's own
