@@ -27,6 +27,7 @@ for port in "$@"; do
   done
 done
 redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >&2
+ok=0
 for _ in $(seq 1 100); do
   ok=1
   for port in "$@"; do
@@ -35,4 +36,8 @@ for _ in $(seq 1 100); do
   [ "$ok" = 1 ] && break
   sleep 0.1
 done
+if [ "$ok" != 1 ]; then
+  echo "redis_cluster.sh: the cluster on ports $* is not ok (see $dir/*/log)" >&2
+  exit 1
+fi
 echo "redis-cluster://$(printf '127.0.0.1:%s,' "$@" | sed 's/,$//')"

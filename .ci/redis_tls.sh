@@ -21,9 +21,17 @@ if ! redis-cli --tls --cacert "$dir/ca.pem" -h localhost -p "$port" -a "$passwor
     --tls-ca-cert-file "$dir/ca.pem" --tls-auth-clients no --requirepass "$password" \
     --save "" --appendonly no --daemonize yes --dir "$dir" \
     --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" >&2
+  ready=""
   for _ in $(seq 1 50); do
-    redis-cli --tls --cacert "$dir/ca.pem" -h localhost -p "$port" -a "$password" --no-auth-warning ping 2>/dev/null | grep -q PONG && break
+    if redis-cli --tls --cacert "$dir/ca.pem" -h localhost -p "$port" -a "$password" --no-auth-warning ping 2>/dev/null | grep -q PONG; then
+      ready=1
+      break
+    fi
     sleep 0.1
   done
+  if [ -z "$ready" ]; then
+    echo "redis_tls.sh: the TLS Redis on port $port does not answer (is the port taken? see $dir/redis.log)" >&2
+    exit 1
+  fi
 fi
 echo "REDIS_TLS_URL=rediss://:$password@localhost:$port REDIS_TLS_CA=$dir/ca.pem"
