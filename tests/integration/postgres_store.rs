@@ -125,7 +125,21 @@ async fn a_custom_table_is_created_and_expired_rows_are_swept() {
         );
         execute(&url, &insert, &[]).await;
     }
-    assert_eq!(store.sweep().await.unwrap(), 2500);
+    // A row a claim is taking over (locked in its transaction) is skipped, not waited
+    // for; the next sweep takes it.
+    let (mut locker, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let claim = locker.transaction().await.unwrap();
+    let lock = format!("SELECT 1 FROM {table} WHERE key = 'stale-1' FOR UPDATE");
+    assert_eq!(claim.execute(&lock, &[]).await.unwrap(), 1);
+    let swept = tokio::time::timeout(std::time::Duration::from_secs(30), store.sweep())
+        .await
+        .expect("the sweep does not wait for the locked row");
+    assert_eq!(swept.unwrap(), 2499);
+    claim.rollback().await.unwrap();
+    assert_eq!(store.sweep().await.unwrap(), 1);
     let delete_live = format!("DELETE FROM {table} WHERE key LIKE 'live-%'");
     assert_eq!(
         execute(&url, &delete_live, &[]).await,

@@ -80,8 +80,9 @@ impl PostgresStore {
     /// `require` encrypts without checking the certificate, `verify-ca` checks that it
     /// chains to a trusted root, `verify-full` also that it names the host; `prefer`
     /// encrypts when the server offers it. The roots are the file `sslrootcert=PATH`
-    /// names (PEM), else the system's (`sslrootcert=system`, with `verify-full`). Without
-    /// the feature, any `sslmode` other than `disable` and `prefer` is refused.
+    /// names (PEM; `verify-ca` requires one), else, for `verify-full`, the system's.
+    /// Without the feature, any `sslmode` other than `disable` and `prefer` is refused,
+    /// as is an `sslrootcert` without TLS or a second `?` in the URL.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let settings = tls::settings(url)?;
         let mut config: tokio_postgres::Config = settings

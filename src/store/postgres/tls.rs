@@ -39,6 +39,11 @@ pub(super) fn settings(url: &str) -> Result<Settings, StoreError> {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut kept = Vec::new();
     let (mut sslmode, mut root_cert, mut system) = (None, None, false);
+    if query.contains('?') {
+        return Err(refuse(
+            "the URL has a second '?': join its parameters with '&'".to_owned(),
+        ));
+    }
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         match pair.split_once('=') {
             Some(("sslmode", value)) => sslmode = Some(value.to_owned()),
@@ -64,6 +69,17 @@ pub(super) fn settings(url: &str) -> Result<Settings, StoreError> {
             )))
         }
     };
+    if mode == Mode::VerifyCa && root_cert.is_none() {
+        return Err(refuse(
+            "sslmode=verify-ca trusts any certificate a system authority signed, for any name: give sslrootcert=PATH, or use verify-full".to_owned(),
+        ));
+    }
+    if mode == Mode::Plain && root_cert.is_some() {
+        return Err(refuse(format!(
+            "sslrootcert asks for a verified certificate, but sslmode={} connects without TLS: add sslmode=verify-full",
+            sslmode.as_deref().unwrap_or("(none)")
+        )));
+    }
     if system && mode != Mode::VerifyFull {
         return Err(refuse(
             "sslrootcert=system trusts every public authority: it needs sslmode=verify-full"
@@ -97,6 +113,7 @@ fn percent_decoded(value: &str) -> Result<String, StoreError> {
         if bytes[i] == b'%' {
             let hex = value
                 .get(i + 1..i + 3)
+                .filter(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
                 .and_then(|hex| u8::from_str_radix(hex, 16).ok())
                 .ok_or_else(|| refuse(format!("sslrootcert={value}: a malformed %-escape")))?;
             out.push(hex);
@@ -200,6 +217,17 @@ mod tests {
         let other = settings("postgres://u@h/db?application_name=x&sslmode=disable").unwrap();
         assert_eq!(other.url, "postgres://u@h/db?application_name=x");
         assert_eq!(other.mode, Mode::Plain);
+        for refused in [
+            "postgres://h/db?application_name=x?sslmode=verify-full",
+            "postgres://h/db?sslrootcert=/ca.pem",
+            "postgres://h/db?sslmode=disable&sslrootcert=/ca.pem",
+        ] {
+            assert_eq!(
+                settings(refused).unwrap_err().kind(),
+                StoreErrorKind::Configuration,
+                "{refused}"
+            );
+        }
         assert_eq!(
             settings("postgres://h/db?sslmode=bogus")
                 .unwrap_err()
@@ -217,6 +245,10 @@ mod tests {
             assert_eq!(full.url, "postgres://h/db");
             assert_eq!(full.mode, Mode::VerifyFull);
             assert_eq!(full.root_cert.as_deref(), Some("/a b/ca.pem"));
+            let unrooted = settings("postgres://h/db?sslmode=verify-ca");
+            assert_eq!(unrooted.unwrap_err().kind(), StoreErrorKind::Configuration);
+            let signed = settings("postgres://h/db?sslmode=verify-full&sslrootcert=%+5");
+            assert_eq!(signed.unwrap_err().kind(), StoreErrorKind::Configuration);
             let require = settings("postgres://h/db?sslmode=require&sslrootcert=ca.pem").unwrap();
             assert_eq!(require.mode, Mode::VerifyCa);
             let weak = settings("postgres://h/db?sslmode=require&sslrootcert=system");

@@ -56,6 +56,17 @@ fn configuration(err: impl std::error::Error + Send + Sync + 'static) -> StoreEr
     StoreError::new(StoreErrorKind::Configuration, err)
 }
 
+/// A failed connect: a refused password or a client configuration the server rejects
+/// is the application's to fix (no retry helps); anything else is an outage.
+fn not_connected(err: redis::RedisError) -> StoreError {
+    match err.kind() {
+        redis::ErrorKind::AuthenticationFailed | redis::ErrorKind::InvalidClientConfig => {
+            configuration(err)
+        }
+        _ => StoreError::unavailable(err),
+    }
+}
+
 /// Root certificates to trust (PEM) instead of the system's, for `rediss://`.
 pub(super) type Roots<'a> = Option<&'a [u8]>;
 
@@ -67,7 +78,20 @@ fn certificates(roots: &[u8]) -> redis::TlsCertificates {
     }
 }
 
+/// rustls picks its cryptography from its features; an application whose rustls has
+/// both `ring` and `aws-lc-rs` would leave it undecided (a panic in `rediss://`
+/// connects). Ours is ring, unless the application installed another first.
+fn settle_tls_provider(url: &str) {
+    #[cfg(feature = "redis-tls")]
+    if url.starts_with("rediss") {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    #[cfg(not(feature = "redis-tls"))]
+    let _ = url;
+}
+
 fn client(url: &str, roots: Roots<'_>) -> Result<redis::Client, StoreError> {
+    settle_tls_provider(url);
     match roots {
         #[cfg(feature = "redis-tls")]
         Some(roots) => {
@@ -96,7 +120,7 @@ pub(super) async fn single(url: &str, roots: Roots<'_>) -> Result<Connection, St
         .set_number_of_retries(2);
     let connection = ConnectionManager::new_with_config(client, config)
         .await
-        .map_err(StoreError::unavailable)?;
+        .map_err(not_connected)?;
     Ok(Connection::Single(connection))
 }
 
@@ -121,6 +145,9 @@ where
     if roots.is_some() || nodes.iter().any(|node| node.starts_with("rediss://")) {
         return Err(no_tls());
     }
+    for node in &nodes {
+        settle_tls_provider(node);
+    }
     let builder = ClusterClient::builder(nodes)
         .connection_timeout(TIMEOUT)
         .response_timeout(TIMEOUT)
@@ -131,10 +158,7 @@ where
         None => builder,
     };
     let client = builder.build().map_err(configuration)?;
-    let connection = client
-        .get_async_connection()
-        .await
-        .map_err(StoreError::unavailable)?;
+    let connection = client.get_async_connection().await.map_err(not_connected)?;
     Ok(Connection::Cluster(connection))
 }
 

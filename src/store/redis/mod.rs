@@ -1,21 +1,21 @@
 //! [`RedisStore`]: records in Redis, one hash per key, every operation one Lua script.
 
 mod connection;
+mod replicas;
 mod scripts;
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use redis::{
-    aio::ConnectionManager, cluster_async::ClusterConnection, FromRedisValue, Script, Value,
-};
+use redis::{aio::ConnectionManager, cluster_async::ClusterConnection, FromRedisValue, Value};
 
 use self::{
     connection::Connection,
-    scripts::{fingerprint, parse_reply, Scripts, VERSION},
+    replicas::Replicas,
+    scripts::{fingerprint, parse_reply, Lua, Scripts, VERSION},
 };
 use super::{
     codec, Begin, Fingerprint, IdempotencyStore, LockToken, Record, RecordKey, RecordState,
-    StoreError, StoreErrorKind, StoredResponse,
+    StoreError, StoredResponse,
 };
 
 /// A store in Redis, for many instances behind a load balancer (feature `redis`): one
@@ -63,13 +63,6 @@ pub struct RedisStore {
     reply_timeout: Option<Duration>,
 }
 
-/// `WAIT` after each claim, completion and renewal.
-#[derive(Clone, Copy, Debug)]
-struct Replicas {
-    count: u32,
-    timeout_ms: u64,
-}
-
 impl RedisStore {
     /// Connects to Redis at `url`, and loads the scripts:
     ///
@@ -91,7 +84,23 @@ impl RedisStore {
     /// the system's: for a private certificate authority. The server's certificate must
     /// name the host the URL gives.
     #[cfg(feature = "redis-tls")]
+    ///
+    /// Fails with [`StoreErrorKind::Configuration`](crate::store::StoreErrorKind::Configuration) when `pem` holds no certificate or
+    /// a malformed one.
     pub async fn connect_with_roots(url: &str, pem: &[u8]) -> Result<Self, StoreError> {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        let refuse = StoreError::configuration;
+        let mut certificates = 0;
+        for certificate in CertificateDer::pem_slice_iter(pem) {
+            certificate.map_err(|err| refuse(format!("the root certificates: {err}")))?;
+            certificates += 1;
+        }
+        if certificates == 0 {
+            return Err(refuse(
+                "the root certificates hold no PEM certificate (-----BEGIN CERTIFICATE-----)"
+                    .to_owned(),
+            ));
+        }
         Self::open(url, Some(pem)).await
     }
 
@@ -126,9 +135,11 @@ impl RedisStore {
     }
 
     /// A store over a cluster connection the application already has (from
-    /// `redis::cluster::ClusterClient::get_async_connection`). Loads the scripts on every
-    /// primary; a node that lacks them later (after a failover, a restart or a
-    /// resharding) answers `NOSCRIPT`, and the store loads them and runs the script again.
+    /// `redis::cluster::ClusterClient::get_async_connection`). Loads the scripts on the
+    /// nodes, where it can (a node down at that moment is not an error); a node that
+    /// lacks them later (after a failover, a restart or a resharding) answers
+    /// `NOSCRIPT`, and the store sends that call's script whole (`EVAL`, which also
+    /// leaves it loaded there).
     pub async fn with_cluster_connection(
         connection: ClusterConnection,
     ) -> Result<Self, StoreError> {
@@ -137,12 +148,23 @@ impl RedisStore {
 
     async fn over(mut connection: Connection) -> Result<Self, StoreError> {
         let scripts = Scripts::new();
-        for script in scripts.all() {
-            script
+        let cluster = matches!(connection, Connection::Cluster(_));
+        for lua in scripts.all() {
+            let loaded = lua
+                .script()
                 .prepare_invoke()
                 .load_async(&mut connection)
-                .await
-                .map_err(StoreError::unavailable)?;
+                .await;
+            match loaded {
+                Ok(_) => {}
+                // `SCRIPT LOAD` goes to every node of a cluster and fails if one is down;
+                // a node without the script is served by `EVAL` when it answers NOSCRIPT.
+                Err(err) if cluster => {
+                    tracing::warn!(error = %err, "could not load the scripts on every cluster node; a node without them gets each script whole");
+                    break;
+                }
+                Err(err) => return Err(StoreError::unavailable(err)),
+            }
         }
         Ok(Self {
             connection,
@@ -152,87 +174,52 @@ impl RedisStore {
         })
     }
 
-    /// Makes each claim, completion and renewal wait until `replicas` replicas of the
-    /// key's primary acknowledge it, for up to `timeout` (Redis `WAIT`), so that a
-    /// failover cannot lose an acknowledged claim: see [Failover](Self#failover).
-    ///
-    /// Fails with [`StoreErrorKind::Configuration`] for zero replicas, a timeout under one
-    /// millisecond (`WAIT` would block without end), or, on a connection the store opened,
-    /// a timeout not below its 2-second reply timeout.
-    pub fn wait_for_replicas(
-        mut self,
-        replicas: u32,
-        timeout: Duration,
-    ) -> Result<Self, StoreError> {
-        let refuse = |why: String| Err(StoreError::new(StoreErrorKind::Configuration, why));
-        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        if replicas == 0 {
-            return refuse("wait_for_replicas needs at least one replica".to_owned());
-        }
-        if timeout_ms == 0 {
-            return refuse(format!("wait_for_replicas: a timeout of {timeout:?} is under one millisecond, and WAIT 0 would block without end"));
-        }
-        if let Some(reply) = self.reply_timeout.filter(|reply| timeout >= *reply) {
-            return refuse(format!("wait_for_replicas: the timeout {timeout:?} must be below the connection's reply timeout of {reply:?}"));
-        }
-        self.replicas = Some(Replicas {
-            count: replicas,
-            timeout_ms,
-        });
-        Ok(self)
-    }
-
-    /// Runs `script` on `key`: `EVALSHA`, followed in the same round trip by `WAIT` when
+    /// Runs `lua` on `key`: `EVALSHA`, followed in the same round trip by `WAIT` when
     /// `durable` and replicas are awaited. A node without the script (restarted, failed
-    /// over, or newly serving the slot) answers `NOSCRIPT`: the script is loaded and run
-    /// again (a `NOSCRIPT` ran nothing). Returns the reply and whether the replicas
-    /// awaited acknowledged it (`true` when none are).
+    /// over, or newly serving the slot) answers `NOSCRIPT`, having run nothing: the call
+    /// is sent again as `EVAL` with the script's source, which runs it and leaves it
+    /// loaded on that node. Returns the reply and whether the replicas awaited
+    /// acknowledged it (`true` when none are).
     async fn run<T: FromRedisValue>(
         &self,
-        script: &Script,
+        lua: &Lua,
         key: &RecordKey,
         args: &[&[u8]],
         durable: bool,
     ) -> Result<(T, bool), StoreError> {
-        let mut evalsha = redis::cmd("EVALSHA");
-        evalsha.arg(script.get_hash()).arg(1).arg(key.as_str());
-        for arg in args {
-            evalsha.arg(*arg);
-        }
+        let call = |command: &str, script: &str| {
+            let mut cmd = redis::cmd(command);
+            cmd.arg(script).arg(1).arg(key.as_str());
+            for arg in args {
+                cmd.arg(*arg);
+            }
+            cmd
+        };
         let replicas = self.replicas.filter(|_| durable);
         let mut connection = self.connection.clone();
-        let mut loaded = false;
-        loop {
-            let reply = match replicas {
-                None => evalsha
-                    .query_async::<T>(&mut connection)
-                    .await
-                    .map(|reply| (reply, true)),
-                Some(Replicas { count, timeout_ms }) => redis::pipe()
-                    .add_command(evalsha.clone())
-                    .cmd("WAIT")
-                    .arg(count)
-                    .arg(timeout_ms)
-                    .query_async::<(T, u64)>(&mut connection)
-                    .await
-                    .map(|(reply, acked)| (reply, acked >= u64::from(count))),
-            };
-            match reply {
-                Err(err)
-                    if !loaded
-                        && err.kind()
-                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    script
-                        .prepare_invoke()
-                        .load_async(&mut connection)
-                        .await
-                        .map_err(StoreError::unavailable)?;
-                    loaded = true;
-                }
-                other => return other.map_err(StoreError::unavailable),
+        let send = async |cmd: redis::Cmd, connection: &mut Connection| match replicas {
+            None => cmd
+                .query_async::<T>(connection)
+                .await
+                .map(|reply| (reply, true)),
+            Some(Replicas { count, timeout_ms }) => redis::pipe()
+                .add_command(cmd)
+                .cmd("WAIT")
+                .arg(count)
+                .arg(timeout_ms)
+                .query_async::<(T, u64)>(connection)
+                .await
+                .map(|(reply, acked)| (reply, acked >= u64::from(count))),
+        };
+        match send(call("EVALSHA", lua.hash()), &mut connection).await {
+            Err(err)
+                if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                send(call("EVAL", lua.code()), &mut connection).await
             }
+            other => other,
         }
+        .map_err(StoreError::unavailable)
     }
 
     /// A fenced write: done when the script answers `1` (and the replicas awaited hold
@@ -241,28 +228,17 @@ impl RedisStore {
     /// layer's retry must go on). Anything else is `Fenced`.
     async fn fenced(
         &self,
-        script: &Script,
+        lua: &Lua,
         key: &RecordKey,
         args: &[&[u8]],
         durable: bool,
     ) -> Result<(), StoreError> {
-        let (reply, replicated): (i64, bool) = self.run(script, key, args, durable).await?;
+        let (reply, replicated): (i64, bool) = self.run(lua, key, args, durable).await?;
         match reply {
             1 | 2 if !replicated => Err(self.not_replicated("the write")),
             1 => Ok(()),
             _ => Err(StoreError::fenced()),
         }
-    }
-
-    fn not_replicated(&self, what: &str) -> StoreError {
-        let Replicas { count, timeout_ms } = self.replicas.unwrap_or(Replicas {
-            count: 0,
-            timeout_ms: 0,
-        });
-        StoreError::new(
-            StoreErrorKind::Unavailable,
-            format!("{what} did not reach {count} replicas within {timeout_ms} ms"),
-        )
     }
 }
 
@@ -307,11 +283,17 @@ impl IdempotencyStore for RedisStore {
             (3, strings) if strings.len() == 1 => Begin::Completed(codec::decode(&strings[0])?),
             _ => return Err(StoreError::corrupt("unexpected script reply")),
         };
-        if matches!(begin, Begin::Claimed | Begin::OwnClaim) && !replicated {
+        match begin {
             // Not durable yet: give the key back, so that nothing runs on a claim a
             // failover could lose. Should the release fail too, the lease frees the key.
-            let _ = self.release(key, token).await;
-            return Err(self.not_replicated("the claim"));
+            Begin::Claimed if !replicated => {
+                let _ = self.release(key, token).await;
+                return Err(self.not_replicated("the claim"));
+            }
+            // The claim this token already holds: an outer layer's on the same store (its
+            // to release), or our own whose reply was lost (the layer releases it).
+            Begin::OwnClaim if !replicated => return Err(self.not_replicated("the claim")),
+            _ => {}
         }
         Ok(begin)
     }

@@ -76,26 +76,56 @@ const RENEW: &str = fenced_script!("redis.call('PEXPIRE', KEYS[1], ARGV[2])");
 /// fingerprint, request and caller digests).
 pub(super) const VERSION: &str = "2";
 
+/// A script: its source, and its SHA-1 for `EVALSHA`.
+pub(super) struct Lua {
+    script: Script,
+    code: &'static str,
+}
+
+impl Lua {
+    fn new(code: &'static str) -> Self {
+        Self {
+            script: Script::new(code),
+            code,
+        }
+    }
+
+    /// The SHA-1 `EVALSHA` names the script by.
+    pub(super) fn hash(&self) -> &str {
+        self.script.get_hash()
+    }
+
+    /// The source, for `EVAL` on a node that does not have the script.
+    pub(super) fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// For `SCRIPT LOAD`.
+    pub(super) fn script(&self) -> &Script {
+        &self.script
+    }
+}
+
 pub(super) struct Scripts {
-    pub(super) begin: Script,
-    pub(super) get: Script,
-    pub(super) complete: Script,
-    pub(super) release: Script,
-    pub(super) renew: Script,
+    pub(super) begin: Lua,
+    pub(super) get: Lua,
+    pub(super) complete: Lua,
+    pub(super) release: Lua,
+    pub(super) renew: Lua,
 }
 
 impl Scripts {
     pub(super) fn new() -> Self {
         Self {
-            begin: Script::new(BEGIN),
-            get: Script::new(GET),
-            complete: Script::new(COMPLETE),
-            release: Script::new(RELEASE),
-            renew: Script::new(RENEW),
+            begin: Lua::new(BEGIN),
+            get: Lua::new(GET),
+            complete: Lua::new(COMPLETE),
+            release: Lua::new(RELEASE),
+            renew: Lua::new(RENEW),
         }
     }
 
-    pub(super) fn all(&self) -> [&Script; 5] {
+    pub(super) fn all(&self) -> [&Lua; 5] {
         [
             &self.begin,
             &self.get,
