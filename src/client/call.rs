@@ -9,14 +9,13 @@ use bytes::Bytes;
 use http::{request::Parts, HeaderValue, Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
-use tokio::time::Instant;
 use tower_service::Service;
 
 use super::{
     body::ClientResponseBody,
     config::ClientConfig,
     outcome::{Attempt, AttemptResult, ClientOutcome},
-    policy::{in_progress, jittered, retry_after, retryable_status, Retry},
+    policy::{in_progress, retry_after, retryable_status, Retry, Schedule, Verdict},
 };
 use crate::protocol::REPLAY_MARKERS;
 
@@ -24,14 +23,6 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How an attempt ended: the response, or the error it gave.
 pub(crate) type Ended<B> = Result<Response<ClientResponseBody<B>>, BoxError>;
-
-/// Whether an attempt's answer may be retried with the same key.
-enum Verdict {
-    /// Final: hand it to the caller.
-    Final,
-    /// Retryable, waiting at least the server's `Retry-After`, if it gave one.
-    Retry { after: Option<Duration> },
-}
 
 /// One attempt: how it ended, what to record of it, and whether it may be retried.
 struct Sent<B> {
@@ -96,13 +87,7 @@ where
             .headers
             .insert(&config.header_name, HeaderValue::from_str(key)?);
     }
-    let max_attempts = if key.is_some() {
-        config.max_attempts.get()
-    } else {
-        1
-    };
-    // `None`: a cap too far to reach (a `max_elapsed` of `Duration::MAX`).
-    let deadline = Instant::now().checked_add(config.max_elapsed);
+    let mut schedule = Schedule::new(&config, key.is_some());
     let mut outcome = ClientOutcome {
         key,
         attempts: Vec::new(),
@@ -128,34 +113,16 @@ where
             waited,
             result: sent.result,
         });
-        let last = outcome.attempts.len() as u32 >= max_attempts;
-        let wait = match sent.verdict {
-            Verdict::Final => None,
-            Verdict::Retry { after } => Some(
-                jittered(
-                    config.base_delay,
-                    config.max_delay,
-                    outcome.attempts.len() as u32,
-                )
-                .max(after.unwrap_or_default()),
-            ),
-        };
-        let give_up = last || wait.is_none_or(|w| past(deadline, w));
-        match sent.ended {
-            Ok(mut response) if give_up => {
-                outcome.replayed = REPLAY_MARKERS.iter().any(|marker| {
-                    response
-                        .headers()
-                        .get(marker)
-                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
-                });
+        match (sent.ended, schedule.after(sent.verdict)) {
+            (Ok(mut response), None) => {
+                outcome.replayed = replayed(response.headers());
                 response.extensions_mut().insert(outcome);
                 return Ok(response);
             }
-            Err(err) if give_up => return Err(err),
-            _ => {
-                waited = wait.expect("retryable");
-                tokio::time::sleep(waited).await;
+            (Err(err), None) => return Err(err),
+            (_, Some(wait)) => {
+                waited = wait;
+                tokio::time::sleep(wait).await;
             }
         }
         std::future::poll_fn(|cx| inner.poll_ready(cx))
@@ -164,13 +131,13 @@ where
     }
 }
 
-/// Whether a wait of `wait` from now would end past `deadline`.
-fn past(deadline: Option<Instant>, wait: Duration) -> bool {
-    match (deadline, Instant::now().checked_add(wait)) {
-        (None, _) => false,
-        (Some(_), None) => true,
-        (Some(deadline), Some(end)) => end > deadline,
-    }
+/// Whether the server marked the response as a replay (any of the markers peers use).
+pub(crate) fn replayed(headers: &http::HeaderMap) -> bool {
+    REPLAY_MARKERS.iter().any(|marker| {
+        headers
+            .get(marker)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
+    })
 }
 
 /// Sends one attempt and judges its answer.

@@ -5,7 +5,10 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, StatusCode};
+use retry_policies::{policies::ExponentialBackoff, Jitter, RetryDecision, RetryPolicy};
+use tokio::time::Instant;
 
+use super::config::ClientConfig;
 use crate::protocol::ProblemType;
 
 /// Whether a status may be retried with the same key. A `409` is retried only when it is
@@ -60,13 +63,78 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Durati
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
-/// Exponential backoff with full jitter: a uniform wait between zero and
-/// `min(cap, base × 2^(retry − 1))`, for the `retry`-th retry (from 1).
+/// Exponential backoff with full jitter (through `retry-policies`): a uniform wait
+/// between zero and `min(cap, base × 2^(retry − 1))`, for the `retry`-th retry (from 1).
 pub(crate) fn jittered(base: Duration, cap: Duration, retry: u32) -> Duration {
-    let ceiling = base
-        .saturating_mul(2u32.saturating_pow(retry.saturating_sub(1)))
-        .min(cap);
-    ceiling.mul_f64(fastrand::f64())
+    // Bounded so that the crate's arithmetic cannot overflow, and its bounds never cross.
+    let cap = cap.min(MAX_RETRY_AFTER);
+    let backoff = ExponentialBackoff::builder()
+        .retry_bounds(base.min(cap), cap)
+        .jitter(Jitter::Full)
+        .base(2)
+        .build_with_max_retries(u32::MAX);
+    let now = SystemTime::now();
+    match backoff.should_retry(now, retry.saturating_sub(1)) {
+        RetryDecision::Retry { execute_after } => {
+            execute_after.duration_since(now).unwrap_or_default()
+        }
+        RetryDecision::DoNotRetry => cap,
+    }
+}
+
+/// Whether an attempt's answer may be retried with the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Final: hand it to the caller.
+    Final,
+    /// Retryable, waiting at least the server's `Retry-After`, if it gave one.
+    Retry { after: Option<Duration> },
+}
+
+/// The attempts of one call: how many it may make, until when, and how long to wait
+/// between them. Both client halves (the tower layer and the reqwest middleware) run
+/// their calls on it.
+#[derive(Debug)]
+pub(crate) struct Schedule {
+    made: u32,
+    max_attempts: u32,
+    /// `None`: a cap too far to reach (a `max_elapsed` of `Duration::MAX`).
+    deadline: Option<Instant>,
+    base: Duration,
+    cap: Duration,
+}
+
+impl Schedule {
+    /// The schedule of a call; a call without a key gets one attempt.
+    pub(crate) fn new(config: &ClientConfig, keyed: bool) -> Self {
+        Self {
+            made: 0,
+            max_attempts: if keyed { config.max_attempts.get() } else { 1 },
+            deadline: Instant::now().checked_add(config.max_elapsed),
+            base: config.base_delay,
+            cap: config.max_delay,
+        }
+    }
+
+    /// Counts one more attempt, answered with `verdict`: the wait before the next
+    /// attempt, or `None` when the call ends here (a final answer, the attempts spent,
+    /// or a wait that would end past the time cap).
+    pub(crate) fn after(&mut self, verdict: Verdict) -> Option<Duration> {
+        self.made += 1;
+        let Verdict::Retry { after } = verdict else {
+            return None;
+        };
+        if self.made >= self.max_attempts {
+            return None;
+        }
+        let wait = jittered(self.base, self.cap, self.made).max(after.unwrap_or_default());
+        let past = match (self.deadline, Instant::now().checked_add(wait)) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(deadline), Some(end)) => end > deadline,
+        };
+        (!past).then_some(wait)
+    }
 }
 
 #[cfg(test)]
