@@ -35,6 +35,12 @@ impl IdempotencyClientLayer {
         }
     }
 
+    /// The configuration, shared with what the layer builds.
+    #[cfg(feature = "reqwest")]
+    pub(crate) fn config(&self) -> Arc<ClientConfig> {
+        Arc::clone(&self.config)
+    }
+
     fn with(mut self, change: impl FnOnce(&mut ClientConfig)) -> Self {
         change(Arc::make_mut(&mut self.config));
         self

@@ -46,8 +46,12 @@ pub mod defaults;
 mod layer;
 mod outcome;
 mod policy;
+#[cfg(feature = "reqwest")]
+mod reqwest;
 mod service;
 
+#[cfg(feature = "reqwest")]
+pub use self::reqwest::IdempotencyMiddleware;
 pub use self::{
     body::ClientResponseBody,
     layer::IdempotencyClientLayer,

@@ -1,0 +1,275 @@
+//! [`IdempotencyMiddleware`]: the client half for `reqwest`, as a `reqwest-middleware`
+//! middleware (feature `reqwest`).
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{Extensions, HeaderValue};
+use reqwest::{Request, Response};
+use reqwest_middleware::{Middleware, Next};
+
+use super::{
+    call::replayed,
+    config::ClientConfig,
+    outcome::{Attempt, AttemptResult, ClientOutcome},
+    policy::{in_progress, retry_after, retryable_status, Retry, Schedule, Verdict},
+    IdempotencyClientLayer,
+};
+
+/// One idempotency key per logical call for a `reqwest_middleware::ClientWithMiddleware`,
+/// reused on every attempt, with the same retry policy as
+/// [`IdempotencyClientLayer`] (whose builder configures it: see
+/// [`IdempotencyClientLayer::reqwest_middleware`]).
+///
+/// For each POST or PATCH call it keeps the key the caller set, or derives one with
+/// `key_from`, or mints a UUID v4, once; and it retries transport errors, `409` in
+/// progress, `429`, `502`, `503` and `504` with exponential backoff and full jitter,
+/// waiting at least `Retry-After`, within the caps on attempts and time. A conflict, a
+/// `422`, any other `4xx` and a `500` are final. The response carries a
+/// [`ClientOutcome`] in its extensions.
+///
+/// **With `reqwest-retry`.** Let one of the two retry, not both:
+///
+/// - this middleware alone (recommended): it knows `409` in progress from a conflict,
+///   obeys `Retry-After`, and never retries a `4xx`;
+/// - or `reqwest-retry`'s `RetryTransientMiddleware` with this one made
+///   [`keys_only`](Self::keys_only), in either order: every attempt `reqwest-retry` makes
+///   carries the call's one key (the key is kept in the call's extensions, which
+///   `reqwest-retry` hands to each attempt).
+///
+/// Should both retry by mistake, the key still never changes within a call, and the
+/// attempts add up rather than multiply: when it finds its key already chosen for the
+/// call (an outer retrier calling it again), this middleware sends once.
+/// `reqwest-retry`'s default policy also retries a `500`: against this crate's server, a
+/// recorded `500` is replayed (`idempotent-replayed: true`), the handler is not run again.
+///
+/// ```no_run
+/// use reqwest_middleware::ClientBuilder;
+/// use tower_idempotency::client::IdempotencyClientLayer;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = ClientBuilder::new(reqwest::Client::new())
+///     .with(IdempotencyClientLayer::new().reqwest_middleware())
+///     .build();
+/// let response = client
+///     .post("http://127.0.0.1:3000/orders")
+///     .body(r#"{"item":"book","quantity":1}"#)
+///     .send()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct IdempotencyMiddleware {
+    config: Arc<ClientConfig>,
+    retries: bool,
+}
+
+impl IdempotencyClientLayer {
+    /// The same configuration as a `reqwest-middleware` middleware (feature `reqwest`).
+    pub fn reqwest_middleware(&self) -> IdempotencyMiddleware {
+        IdempotencyMiddleware {
+            config: self.config(),
+            retries: true,
+        }
+    }
+}
+
+impl IdempotencyMiddleware {
+    /// The middleware with the defaults of [`IdempotencyClientLayer::new`].
+    pub fn new() -> Self {
+        IdempotencyClientLayer::new().reqwest_middleware()
+    }
+
+    /// Attaches the call's key to every attempt but sends each once, leaving the
+    /// retries to another middleware (`reqwest-retry`).
+    #[must_use]
+    pub fn keys_only(mut self) -> Self {
+        self.retries = false;
+        self
+    }
+}
+
+impl Default for IdempotencyMiddleware {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for IdempotencyMiddleware {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotencyMiddleware")
+            .field("header_name", &self.config.header_name)
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key chosen for a call, kept in its extensions: an outer retrier hands the same
+/// extensions to each attempt, so the key outlives the attempt that chose it.
+#[derive(Clone)]
+struct CallKey(String);
+
+/// A middleware failure of our own.
+fn refuse(why: &str) -> reqwest_middleware::Error {
+    reqwest_middleware::Error::Middleware(anyhow::anyhow!("idempotency: {why}"))
+}
+
+impl IdempotencyMiddleware {
+    /// The call's key: the one chosen earlier in this call, the caller's, derived, or new.
+    fn key(
+        &self,
+        req: &Request,
+        extensions: &Extensions,
+    ) -> Result<Option<String>, reqwest_middleware::Error> {
+        if let Some(CallKey(key)) = extensions.get::<CallKey>() {
+            return Ok(Some(key.clone()));
+        }
+        let config = &self.config;
+        if let Some(value) = req.headers().get(&config.header_name) {
+            let key = value
+                .to_str()
+                .map_err(|_| refuse("the idempotency key is not visible ASCII"))?;
+            return Ok(Some(key.to_owned()));
+        }
+        let Some(derive) = &config.key_from else {
+            return Ok(Some(uuid::Uuid::new_v4().to_string()));
+        };
+        let mut head = http::Request::new(());
+        *head.method_mut() = req.method().clone();
+        *head.uri_mut() = req
+            .url()
+            .as_str()
+            .parse()
+            .map_err(|_| refuse("the request's URL is not a valid URI"))?;
+        *head.headers_mut() = req.headers().clone();
+        let (parts, ()) = head.into_parts();
+        let body = req
+            .body()
+            .and_then(reqwest::Body::as_bytes)
+            .map(Bytes::copy_from_slice)
+            .unwrap_or_default();
+        Ok(derive(&parts, &body))
+    }
+
+    /// Sends one attempt and judges its answer.
+    async fn attempt(
+        &self,
+        req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> (reqwest_middleware::Result<Response>, AttemptResult, Verdict) {
+        let sent = next.run(req, extensions);
+        let answered = match self.config.attempt_timeout {
+            Some(limit) => match tokio::time::timeout(limit, sent).await {
+                Ok(answered) => answered,
+                Err(_) => {
+                    let err = refuse("no response within the attempt timeout");
+                    return (
+                        Err(err),
+                        AttemptResult::TimedOut,
+                        Verdict::Retry { after: None },
+                    );
+                }
+            },
+            None => sent.await,
+        };
+        let response = match answered {
+            Ok(response) => response,
+            Err(err) => {
+                let result = AttemptResult::TransportError(err.to_string());
+                return (Err(err), result, Verdict::Retry { after: None });
+            }
+        };
+        let status = response.status();
+        let after = retry_after(response.headers(), std::time::SystemTime::now());
+        let verdict = match retryable_status(status) {
+            Retry::No => Verdict::Final,
+            Retry::Yes => Verdict::Retry { after },
+            Retry::IfInProgress => {
+                // The body tells in progress from a conflict: read it, and hand the
+                // caller a response that still has it.
+                let mut head = http::Response::new(());
+                *head.status_mut() = status;
+                *head.version_mut() = response.version();
+                *head.headers_mut() = response.headers().clone();
+                let body = match response.bytes().await {
+                    Ok(body) => body,
+                    Err(err) => {
+                        let result = AttemptResult::TransportError(err.to_string());
+                        return (Err(err.into()), result, Verdict::Retry { after: None });
+                    }
+                };
+                let verdict = if in_progress(head.headers(), &body) {
+                    Verdict::Retry { after }
+                } else {
+                    Verdict::Final
+                };
+                let (parts, ()) = head.into_parts();
+                let rebuilt = Response::from(http::Response::from_parts(parts, body));
+                return (Ok(rebuilt), AttemptResult::Status(status), verdict);
+            }
+        };
+        (Ok(response), AttemptResult::Status(status), verdict)
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for IdempotencyMiddleware {
+    async fn handle(
+        &self,
+        mut req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        if !self.config.methods.contains(req.method()) {
+            return next.run(req, extensions).await;
+        }
+        // Called again within one call: an outer retrier is in charge of the attempts.
+        let again = extensions.get::<CallKey>().is_some();
+        let key = self.key(&req, extensions)?;
+        if let Some(key) = &key {
+            let value = HeaderValue::from_str(key)
+                .map_err(|_| refuse("the idempotency key is not a valid header value"))?;
+            req.headers_mut().insert(&self.config.header_name, value);
+            extensions.insert(CallKey(key.clone()));
+        }
+        // A streaming body cannot be sent twice: such a call gets one attempt.
+        let retrying = self.retries && !again && req.try_clone().is_some();
+        let mut schedule = Schedule::new(&self.config, key.is_some() && retrying);
+        let mut outcome = ClientOutcome {
+            key,
+            attempts: Vec::new(),
+            replayed: false,
+        };
+        let mut waited = Duration::ZERO;
+        let mut unsent = Some(req);
+        loop {
+            // Each attempt sends a copy while the call may retry; the last sends the
+            // request itself.
+            let Some(this) = (if retrying {
+                unsent.as_ref().and_then(Request::try_clone)
+            } else {
+                unsent.take()
+            }) else {
+                return Err(refuse(
+                    "the request could not be copied for another attempt",
+                ));
+            };
+            let (ended, result, verdict) = self.attempt(this, extensions, next.clone()).await;
+            tracing::debug!(attempt = outcome.attempts.len() + 1, result = ?result, "idempotent call attempt");
+            outcome.attempts.push(Attempt { waited, result });
+            match (ended, schedule.after(verdict)) {
+                (Ok(mut response), None) => {
+                    outcome.replayed = replayed(response.headers());
+                    response.extensions_mut().insert(outcome);
+                    return Ok(response);
+                }
+                (Err(err), None) => return Err(err),
+                (_, Some(wait)) => {
+                    waited = wait;
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
