@@ -33,16 +33,16 @@ use crate::support::read;
 
 /// What the server saw.
 #[derive(Clone, Default)]
-struct Seen {
+pub(crate) struct Seen {
     /// The key of every request that reached the server.
-    keys: Keys,
+    pub(crate) keys: Keys,
     /// Handler executions.
-    runs: Arc<AtomicUsize>,
+    pub(crate) runs: Arc<AtomicUsize>,
     /// The handler answers 503 while this is above zero (and counts it down).
-    unavailable: Arc<AtomicUsize>,
+    pub(crate) unavailable: Arc<AtomicUsize>,
     /// The connection is closed instead of answering, after the handler ran, while this is
     /// above zero (and counts it down): the lost-response case.
-    drop_responses: Arc<AtomicUsize>,
+    pub(crate) drop_responses: Arc<AtomicUsize>,
 }
 
 fn count_down(counter: &AtomicUsize) -> bool {
@@ -55,6 +55,12 @@ async fn order(State(seen): State<Seen>, body: Bytes) -> (StatusCode, String) {
     let run = seen.runs.fetch_add(1, Ordering::SeqCst) + 1;
     if count_down(&seen.unavailable) {
         return (StatusCode::SERVICE_UNAVAILABLE, "try later".to_owned());
+    }
+    if body.starts_with(b"fail") {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed run {run}"),
+        );
     }
     if body.starts_with(b"invalid") {
         return (StatusCode::UNPROCESSABLE_ENTITY, "invalid order".to_owned());
@@ -70,7 +76,7 @@ async fn order(State(seen): State<Seen>, body: Bytes) -> (StatusCode, String) {
 
 /// A hyper server on loopback: the idempotency layer around the order handler, behind a
 /// wrapper that records keys and can lose responses.
-async fn server(seen: Seen) -> SocketAddr {
+pub(crate) async fn server(seen: Seen) -> SocketAddr {
     let app = Router::new()
         .route("/orders", post(order))
         .with_state(seen.clone())
@@ -249,7 +255,7 @@ async fn a_key_derived_from_the_request_collapses_two_submissions() {
 }
 
 /// The keys a server saw, one entry per request.
-type Keys = Arc<Mutex<Vec<Option<String>>>>;
+pub(crate) type Keys = Arc<Mutex<Vec<Option<String>>>>;
 
 /// An in-process server answering `statuses` in turn, with `Retry-After: retry_after`.
 fn scripted(

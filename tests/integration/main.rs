@@ -20,6 +20,8 @@ mod proxy;
 mod redis_failover;
 #[cfg(feature = "redis")]
 mod redis_store;
+#[cfg(feature = "reqwest")]
+mod reqwest_client;
 #[cfg(any(feature = "redis-tls", feature = "postgres-tls"))]
 mod tls;
 #[cfg(feature = "postgres")]

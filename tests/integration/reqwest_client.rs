@@ -1,0 +1,284 @@
+//! The reqwest middleware against the real server layer over real TCP, alone and beside
+//! `reqwest-retry` in both orders.
+
+use std::{net::SocketAddr, sync::atomic::Ordering, time::Duration};
+
+use axum::http::StatusCode;
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
+use reqwest_retry::{policies::ExponentialBackoff, RetryTransientMiddleware};
+use tower_idempotency::client::{
+    AttemptResult, ClientOutcome, IdempotencyClientLayer, IdempotencyMiddleware,
+};
+
+use crate::client::{server, Seen};
+
+/// Our middleware with short waits, so that the tests run quickly.
+fn fast(layer: IdempotencyClientLayer) -> IdempotencyMiddleware {
+    layer
+        .backoff(Duration::from_millis(1), Duration::from_millis(5))
+        .reqwest_middleware()
+}
+
+/// `reqwest-retry` with its default strategy (every 5xx, 408 and 429 transient), short waits.
+fn their_retry(retries: u32) -> RetryTransientMiddleware<ExponentialBackoff> {
+    let policy = ExponentialBackoff::builder()
+        .retry_bounds(Duration::from_millis(1), Duration::from_millis(5))
+        .build_with_max_retries(retries);
+    RetryTransientMiddleware::new_with_policy(policy)
+}
+
+fn ours_alone(layer: IdempotencyClientLayer) -> ClientWithMiddleware {
+    ClientBuilder::new(reqwest::Client::new())
+        .with(fast(layer))
+        .build()
+}
+
+struct Answer {
+    status: StatusCode,
+    body: String,
+    replayed: bool,
+    outcome: Option<ClientOutcome>,
+}
+
+async fn post(
+    client: &ClientWithMiddleware,
+    addr: SocketAddr,
+    body: &str,
+    key: Option<&str>,
+) -> Answer {
+    let mut request = client
+        .post(format!("http://{addr}/orders"))
+        .body(body.to_owned());
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request.send().await.expect("an answer");
+    let outcome = response.extensions().get::<ClientOutcome>().cloned();
+    let replayed = response
+        .headers()
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true");
+    Answer {
+        status: StatusCode::from_u16(response.status().as_u16()).unwrap(),
+        replayed,
+        outcome,
+        body: response.text().await.unwrap(),
+    }
+}
+
+fn keys(seen: &Seen) -> Vec<Option<String>> {
+    seen.keys.lock().unwrap().clone()
+}
+
+/// Every request of the call carried one key, and it is a key.
+fn one_key(seen: &Seen, requests: usize) -> String {
+    let keys = keys(seen);
+    assert_eq!(keys.len(), requests, "requests that reached the server");
+    let first = keys[0].clone().expect("a key");
+    assert!(
+        keys.iter().all(|k| k.as_deref() == Some(&first)),
+        "one key for the call: {keys:?}"
+    );
+    first
+}
+
+#[tokio::test]
+async fn a_lost_response_is_retried_with_the_same_key_and_replayed() {
+    let seen = Seen::default();
+    seen.drop_responses.store(1, Ordering::SeqCst);
+    let addr = server(seen.clone()).await;
+    let answer = post(
+        &ours_alone(IdempotencyClientLayer::new()),
+        addr,
+        "one lamp",
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::CREATED);
+    assert_eq!(answer.body, "order 1: one lamp", "the original response");
+    assert!(answer.replayed);
+    assert_eq!(seen.runs.load(Ordering::SeqCst), 1, "exactly one order");
+    let outcome = answer.outcome.unwrap();
+    assert_eq!(outcome.attempts.len(), 2);
+    assert!(matches!(
+        outcome.attempts[0].result,
+        AttemptResult::TransportError(_)
+    ));
+    assert!(outcome.replayed);
+    let key = one_key(&seen, 2);
+    assert_eq!(outcome.key.as_deref(), Some(key.as_str()));
+    uuid::Uuid::parse_str(&key).expect("a UUID key");
+}
+
+#[tokio::test]
+async fn two_503s_then_success_take_three_attempts_with_one_key() {
+    let seen = Seen::default();
+    seen.unavailable.store(2, Ordering::SeqCst);
+    let addr = server(seen.clone()).await;
+    let answer = post(
+        &ours_alone(IdempotencyClientLayer::new()),
+        addr,
+        "desk",
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::CREATED);
+    assert_eq!(answer.outcome.unwrap().attempts.len(), 3);
+    one_key(&seen, 3);
+}
+
+#[tokio::test]
+async fn a_conflict_a_422_and_a_500_are_not_retried() {
+    let seen = Seen::default();
+    let addr = server(seen.clone()).await;
+    let client = ours_alone(IdempotencyClientLayer::new());
+    let first = post(&client, addr, "chair", Some("order-17")).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let conflict = post(&client, addr, "table", Some("order-17")).await;
+    assert_eq!(conflict.status, StatusCode::CONFLICT);
+    assert!(conflict.body.contains("conflict"), "{}", conflict.body);
+    let outcome = conflict.outcome.unwrap();
+    assert_eq!(outcome.attempts.len(), 1);
+    assert_eq!(
+        outcome.key.as_deref(),
+        Some("order-17"),
+        "the caller's key is kept"
+    );
+    let invalid = post(&client, addr, "invalid order", None).await;
+    assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(invalid.outcome.unwrap().attempts.len(), 1);
+    let failed = post(&client, addr, "fail", None).await;
+    assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(failed.outcome.unwrap().attempts.len(), 1);
+    assert_eq!(seen.runs.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn in_progress_then_replay_obeying_retry_after() {
+    let seen = Seen::default();
+    let addr = server(seen.clone()).await;
+    let layer = IdempotencyClientLayer::new().attempt_timeout(Duration::from_millis(100));
+    let answer = post(&ours_alone(layer), addr, "slow sofa", None).await;
+    assert_eq!(answer.status, StatusCode::CREATED);
+    let outcome = answer.outcome.unwrap();
+    let results: Vec<_> = outcome.attempts.iter().map(|a| a.result.clone()).collect();
+    assert_eq!(results[0], AttemptResult::TimedOut);
+    assert_eq!(
+        results[1],
+        AttemptResult::Status(StatusCode::CONFLICT),
+        "in progress"
+    );
+    assert!(
+        outcome.attempts[2].waited >= Duration::from_secs(1),
+        "Retry-After: 1 obeyed"
+    );
+    assert_eq!(
+        *results.last().unwrap(),
+        AttemptResult::Status(StatusCode::CREATED)
+    );
+    assert!(outcome.replayed);
+    assert_eq!(seen.runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn attempts_are_capped() {
+    let seen = Seen::default();
+    seen.unavailable.store(10, Ordering::SeqCst);
+    let addr = server(seen.clone()).await;
+    let layer = IdempotencyClientLayer::new().max_attempts(2.try_into().unwrap());
+    let answer = post(&ours_alone(layer), addr, "lamp", None).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.outcome.unwrap().attempts.len(), 2);
+    one_key(&seen, 2);
+}
+
+/// The documented pairing: `reqwest-retry` retries, ours only keys, in either order;
+/// every attempt carries the call's one key, and only `reqwest-retry` makes attempts.
+#[tokio::test]
+async fn beside_reqwest_retry_in_either_order_one_key_and_one_retrier() {
+    for ours_outer in [false, true] {
+        let seen = Seen::default();
+        seen.unavailable.store(2, Ordering::SeqCst);
+        let addr = server(seen.clone()).await;
+        let keys_only = fast(IdempotencyClientLayer::new()).keys_only();
+        let builder = ClientBuilder::new(reqwest::Client::new());
+        let client = if ours_outer {
+            builder.with(keys_only).with(their_retry(3)).build()
+        } else {
+            builder.with(their_retry(3)).with(keys_only).build()
+        };
+        let answer = post(&client, addr, "desk", None).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::CREATED,
+            "ours outer: {ours_outer}"
+        );
+        one_key(&seen, 3);
+    }
+}
+
+/// Both retrying by mistake, `reqwest-retry` outside: still one key, and the attempts
+/// add up (ours makes its 2, then one per outer retry), never multiply (2 × 3).
+#[tokio::test]
+async fn both_retrying_never_changes_the_key_nor_multiplies_attempts() {
+    let seen = Seen::default();
+    seen.unavailable.store(100, Ordering::SeqCst);
+    let addr = server(seen.clone()).await;
+    let ours = fast(IdempotencyClientLayer::new().max_attempts(2.try_into().unwrap()));
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(their_retry(2))
+        .with(ours)
+        .build();
+    let answer = post(&client, addr, "desk", None).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    one_key(&seen, 2 + 2);
+}
+
+/// `reqwest-retry`'s default strategy retries a `500`: against this server, the recorded
+/// `500` is replayed, and the handler does not run again.
+#[tokio::test]
+async fn reqwest_retrys_retry_of_a_500_is_a_replay() {
+    let seen = Seen::default();
+    let addr = server(seen.clone()).await;
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(their_retry(2))
+        .with(fast(IdempotencyClientLayer::new()).keys_only())
+        .build();
+    let answer = post(&client, addr, "fail", None).await;
+    assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(answer.replayed, "the last attempt got the recorded 500");
+    assert_eq!(answer.body, "failed run 1");
+    assert_eq!(seen.runs.load(Ordering::SeqCst), 1, "the handler ran once");
+    one_key(&seen, 3);
+}
+
+/// A key derived from a persisted intent survives a restart: a second client (a new
+/// process, after the first died mid-call) sends the same key and gets the first run's
+/// answer.
+#[tokio::test]
+async fn a_key_from_a_persisted_intent_is_reused_after_a_restart() {
+    let seen = Seen::default();
+    seen.drop_responses.store(1, Ordering::SeqCst);
+    let addr = server(seen.clone()).await;
+    let intent = uuid::Uuid::new_v4();
+    let with_intent = || {
+        let key = format!("checkout:{intent}");
+        IdempotencyClientLayer::new()
+            .max_attempts(1.try_into().unwrap())
+            .key_from(move |_, _| Some(key.clone()))
+    };
+    // The first process: its one attempt's response is lost, and it dies.
+    let first = ours_alone(with_intent())
+        .post(format!("http://{addr}/orders"))
+        .body("checkout")
+        .send()
+        .await;
+    assert!(first.is_err(), "the response was lost");
+    // The second process reads the same intent id.
+    let second = post(&ours_alone(with_intent()), addr, "checkout", None).await;
+    assert_eq!(second.status, StatusCode::CREATED);
+    assert!(second.replayed);
+    assert_eq!(second.body, "order 1: checkout");
+    assert_eq!(seen.runs.load(Ordering::SeqCst), 1);
+    assert_eq!(one_key(&seen, 2), format!("checkout:{intent}"));
+}
