@@ -67,7 +67,13 @@ pub mod problems {}
 
 /// The README's examples, compiled as doctests. They use every feature, with no hidden
 /// lines (the README is read on pages that would show them).
-#[cfg(all(doctest, feature = "axum", feature = "postgres", feature = "sqlx"))]
+#[cfg(all(
+    doctest,
+    feature = "axum",
+    feature = "postgres",
+    feature = "sqlx",
+    feature = "reqwest"
+))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 #[cfg(feature = "client")]

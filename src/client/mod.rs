@@ -18,6 +18,17 @@
 //! The response carries a [`ClientOutcome`] in its extensions: the key, every attempt,
 //! and whether the server replayed the response.
 //!
+//! With `reqwest` (feature `reqwest`), the same configuration is a `reqwest-middleware`
+//! middleware: `IdempotencyClientLayer::new().reqwest_middleware()`, an
+//! `IdempotencyMiddleware` whose docs say how to set it up beside `reqwest-retry`.
+//! Both halves run their calls on one retry schedule.
+//!
+//! **Keys that survive a restart**: a key minted in memory dies with the process, and a
+//! process that crashed mid-call would mint another. Persist the key with your local
+//! attempt before the first send, and derive it from that record with
+//! [`key_from`](IdempotencyClientLayer::key_from): one key per logical operation, such
+//! as `checkout:<attemptId>` (`examples/reqwest_client.rs --intent-file` shows it).
+//!
 //! ```no_run
 //! use bytes::Bytes;
 //! use http_body_util::Full;

@@ -4,7 +4,6 @@ use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
     process::{Child, Command, Stdio},
-    sync::OnceLock,
     time::Duration,
 };
 
@@ -17,43 +16,8 @@ use tower_idempotency::store::{IdempotencyStore, RecordKey, RecordState};
 
 use crate::{
     backends::{store, Backend},
-    support::{read, unique, Answer},
+    support::{orders_binary, read, unique, Answer},
 };
-
-/// The `orders` example, built with this test's features.
-fn orders_binary() -> &'static std::path::Path {
-    static BINARY: OnceLock<std::path::PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let features: Vec<&str> = [
-            cfg!(feature = "redis").then_some("redis"),
-            cfg!(feature = "postgres").then_some("postgres"),
-            cfg!(feature = "client").then_some("client"),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                "orders",
-                "--features",
-                &features.join(","),
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the orders example failed");
-        let deps = std::env::current_exe().unwrap();
-        deps.parent()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("examples")
-            .join("orders")
-    })
-}
 
 /// The `Host` every request carries, as a load balancer in front of the processes keeps
 /// it: the authority is part of the fingerprint.

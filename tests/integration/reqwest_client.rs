@@ -282,3 +282,85 @@ async fn a_key_from_a_persisted_intent_is_reused_after_a_restart() {
     assert_eq!(seen.runs.load(Ordering::SeqCst), 1);
     assert_eq!(one_key(&seen, 2), format!("checkout:{intent}"));
 }
+
+/// Runs `examples/reqwest_client.rs` with `args` and returns what it printed.
+fn run_example(args: &[&str]) -> String {
+    static BINARY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let binary =
+        BINARY.get_or_init(|| crate::support::example_binary("reqwest_client", &["reqwest"]));
+    let out = std::process::Command::new(binary)
+        .args(args)
+        .output()
+        .expect("the example runs");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    printed
+}
+
+/// The example against the `orders` demo: the lost response told as the README tells it,
+/// then the persisted intent run twice (a restart), placing one order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_against_the_demo() {
+    use std::io::BufRead;
+    let mut orders = std::process::Command::new(crate::support::orders_binary())
+        .args(["--addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(orders.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .expect("the demo says where it listens")
+        .to_owned();
+    let (lost, first, again) = tokio::task::spawn_blocking(move || {
+        let intent = std::env::temp_dir().join(format!("intent-{}", uuid::Uuid::new_v4()));
+        let intent = intent.to_str().unwrap().to_owned();
+        let lost = run_example(&["--url", &url]);
+        let first = run_example(&["--url", &url, "--intent-file", &intent]);
+        let again = run_example(&["--url", &url, "--intent-file", &intent]);
+        std::fs::remove_file(&intent).unwrap();
+        (lost, first, again)
+    })
+    .await
+    .unwrap();
+    let _ = orders.kill();
+    let _ = orders.wait();
+    assert!(lost.contains("no response within 1 s (lost)"), "{lost}");
+    assert!(
+        lost.contains("final: 201 Created replayed=true {"),
+        "{lost}"
+    );
+    assert!(lost.contains(r#"GET /orders: {"count":1,"#), "{lost}");
+    let key = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("key: checkout:"))
+            .map(str::to_owned)
+    };
+    assert!(key(&first).is_some(), "{first}");
+    assert_eq!(
+        key(&first),
+        key(&again),
+        "the restarted run sends the same key"
+    );
+    assert!(
+        again.contains("attempt 1 after waiting  0.000 s: 201 Created"),
+        "{again}"
+    );
+    assert!(
+        again.contains("final: 201 Created replayed=true"),
+        "{again}"
+    );
+    assert!(
+        again.contains(r#"GET /orders: {"count":2,"#),
+        "one order for the intent: {again}"
+    );
+}

@@ -185,3 +185,47 @@ pub(crate) fn unique(prefix: &str) -> String {
     crate::cleanup::note(&key);
     key
 }
+
+/// The example `name`, built with `features` (a list of this package's features; `[]`
+/// for none) and cached for the run. Every test that runs one example builds it with the
+/// same features, so that no build overwrites a binary another test is starting.
+#[cfg(any(feature = "redis", feature = "postgres", feature = "reqwest"))]
+pub(crate) fn example_binary(name: &str, features: &[&str]) -> std::path::PathBuf {
+    let status = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            name,
+            "--features",
+            &features.join(","),
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building the {name} example failed");
+    let deps = std::env::current_exe().unwrap();
+    deps.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name)
+}
+
+/// The `orders` example, built with this test's store features (and `client`).
+#[cfg(any(feature = "redis", feature = "postgres", feature = "reqwest"))]
+pub(crate) fn orders_binary() -> &'static std::path::Path {
+    static BINARY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BINARY.get_or_init(|| {
+        let features: Vec<&str> = [
+            cfg!(feature = "redis").then_some("redis"),
+            cfg!(feature = "postgres").then_some("postgres"),
+            cfg!(feature = "client").then_some("client"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        example_binary("orders", &features)
+    })
+}
