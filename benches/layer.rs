@@ -1,5 +1,6 @@
 //! In-process cost of the layer on the memory store, against the bare handler in the same
-//! run, with a 1 KiB JSON order: `cargo bench --bench layer`.
+//! run, with a 1 KiB JSON order: `cargo bench --bench layer`. `fresh_canonical_json` is
+//! `fresh` with the body fingerprinted as canonical JSON instead of its bytes.
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
@@ -47,6 +48,18 @@ fn layer(c: &mut Criterion) {
     group.bench_function("replay", |b| {
         b.to_async(&runtime)
             .iter(|| common::call(&layered, Some("replay-key".to_owned()), &body))
+    });
+    // The same fresh request with the body fingerprinted as canonical JSON: its cost
+    // beside the byte-exact fingerprint above.
+    let canonical = common::layered_canonical_json();
+    group.bench_function("fresh_canonical_json", |b| {
+        b.to_async(&runtime).iter(|| {
+            common::call(
+                &canonical,
+                Some(format!("json-{}", counter.fetch_add(1, Ordering::Relaxed))),
+                &body,
+            )
+        })
     });
     group.finish();
 }

@@ -60,6 +60,9 @@ pub enum ProblemType {
     BodyTooLarge,
     /// The request body failed while it was read (`400`).
     BodyUnreadable,
+    /// The route reads the request body as JSON (its key or its fingerprint), and it is
+    /// not JSON (`400`).
+    InvalidJson,
     /// The key was used for a different request (`409` or `422`).
     Conflict,
     /// The key was used for this same request with other credentials (`409` or `422`):
@@ -84,10 +87,11 @@ pub enum ProblemType {
 
 impl ProblemType {
     /// Every problem type, in declaration order.
-    pub const ALL: [ProblemType; 11] = [
+    pub const ALL: [ProblemType; 12] = [
         Self::InvalidKey,
         Self::BodyTooLarge,
         Self::BodyUnreadable,
+        Self::InvalidJson,
         Self::Conflict,
         Self::OtherCredentials,
         Self::InProgress,
@@ -104,6 +108,7 @@ impl ProblemType {
             Self::InvalidKey => "invalid-key",
             Self::BodyTooLarge => "body-too-large",
             Self::BodyUnreadable => "body-unreadable",
+            Self::InvalidJson => "invalid-json",
             Self::Conflict => "conflict",
             Self::OtherCredentials => "other-credentials",
             Self::InProgress => "in-progress",

@@ -71,13 +71,22 @@ pub(crate) fn bare(commit: Duration) -> Router {
 
 /// The handler behind the layer on the in-memory store.
 pub(crate) fn layered(commit: Duration) -> Router {
-    // Millions of fresh keys fill the store: with the default policy it would then refuse
-    // them (a cheaper path, not the one measured), so evict as a long-running server
-    // whose records expire would.
-    let store = MemoryStore::builder()
+    bare(commit).layer(IdempotencyLayer::new(evicting_store()))
+}
+
+/// Millions of fresh keys fill the store: with the default policy it would then refuse
+/// them (a cheaper path, not the one measured), so evict as a long-running server whose
+/// records expire would.
+fn evicting_store() -> MemoryStore {
+    MemoryStore::builder()
         .eviction(tower_idempotency::store::Eviction::LeastRecentlyUsed)
-        .build();
-    bare(commit).layer(IdempotencyLayer::new(store))
+        .build()
+}
+
+/// The handler behind a layer that fingerprints the body as canonical JSON (parsed,
+/// members sorted) instead of its bytes.
+pub(crate) fn layered_canonical_json() -> Router {
+    bare(Duration::ZERO).layer(IdempotencyLayer::new(evicting_store()).fingerprint_canonical_json())
 }
 
 /// The handler behind a layer that does nothing: what any layer costs in axum (a boxed,

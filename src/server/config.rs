@@ -8,6 +8,8 @@ use http::{request::Parts, HeaderName, Method, Response, StatusCode};
 use super::{
     choices::{ConflictStatus, HandlerFailure},
     defaults,
+    json_body::Pointer,
+    key_source::KeySource,
     problem_details::ProblemDetails,
 };
 use crate::protocol::{PROBLEM_DOCS, REPLAY_MARKERS};
@@ -22,6 +24,16 @@ pub(crate) type ProblemHook = Arc<dyn Fn(&ProblemDetails) -> Response<Bytes> + S
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) header_name: HeaderName,
+    pub(crate) key_source: KeySource,
+    /// Where keys are read, as the invalid-key problem says it (derived).
+    pub(crate) key_place: Arc<str>,
+    /// `Some`: the body is fingerprinted as canonical JSON, without these fields.
+    pub(crate) fingerprint_json: Option<Vec<Pointer>>,
+    /// Whether a request without the key header is intercepted all the same (the key is
+    /// required, or read from the body): derived.
+    pub(crate) intercepts_without_header: bool,
+    /// Whether the body is parsed as JSON (for the key or the fingerprint): derived.
+    pub(crate) reads_json: bool,
     pub(crate) methods: Vec<Method>,
     pub(crate) require_key: bool,
     pub(crate) conflict_status: ConflictStatus,
@@ -58,6 +70,11 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             header_name: defaults::HEADER_NAME,
+            key_source: KeySource::Header,
+            key_place: Arc::from(""),
+            fingerprint_json: None,
+            intercepts_without_header: false,
+            reads_json: false,
             methods: defaults::METHODS.to_vec(),
             require_key: defaults::REQUIRE_KEY,
             conflict_status: defaults::CONFLICT_STATUS,
@@ -104,5 +121,9 @@ impl Config {
             }
         }
         self.not_recorded = not_recorded;
+        self.key_place = self.key_source.place(&self.header_name).into();
+        self.intercepts_without_header = self.require_key || self.key_source.reads_body();
+        self.reads_json =
+            matches!(self.key_source, KeySource::Json(_)) || self.fingerprint_json.is_some();
     }
 }

@@ -1,7 +1,7 @@
 //! The flow of an intercepted request: key, body, fingerprint, claim, then replay, refuse
 //! or execute.
 
-use std::{sync::Arc, time::Duration};
+use std::{borrow::Cow, sync::Arc, time::Duration};
 
 use http::{Request, Response};
 use tracing::Span;
@@ -14,7 +14,9 @@ use super::{
     execute::execute,
     fingerprint::{self, Credentials},
     idempotency_key::IdempotencyKey,
+    json_body,
     key::{self, KeyError},
+    key_source::KeySource,
     outcome::Outcome,
     problem::Problem,
     record::replay,
@@ -49,16 +51,56 @@ where
 {
     let config = &*shared.config;
     let (parts, body) = req.into_parts();
-    let key = match key::extract(&parts.headers, &config.header_name) {
-        Ok(Some(key)) => key,
-        Ok(None) => return Ok(invalid_key(&shared, &span, KeyError::Missing)),
-        Err(err) => return Ok(invalid_key(&shared, &span, err)),
+    // A header key is read before the body: a request without one is refused at once.
+    let header_key = match config.key_source {
+        KeySource::Header => match key::extract(&parts.headers, &config.header_name) {
+            Ok(Some(key)) => Some(key),
+            Ok(None) => return Ok(invalid_key(&shared, &span, KeyError::Missing)),
+            Err(err) => return Ok(invalid_key(&shared, &span, err)),
+        },
+        _ => None,
     };
 
     let body = match buffer_request(body, &parts.headers, config.max_request_body).await {
         Ok(body) => body,
         Err(problem) => return Ok(shared.refuse(&span, problem)),
     };
+    let json = if config.reads_json {
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(json) => Some(json),
+            Err(err) => return Ok(shared.refuse(&span, Problem::InvalidJson(err.to_string()))),
+        }
+    } else {
+        None
+    };
+    let key = match header_key {
+        Some(key) => Cow::Borrowed(key),
+        None => match body_key(config, &parts, &body, json.as_ref()) {
+            Ok(Some(key)) => Cow::Owned(key),
+            // No key in the body: as a request without the header.
+            Ok(None) if config.require_key => {
+                return Ok(invalid_key(&shared, &span, KeyError::Missing))
+            }
+            Ok(None) => {
+                let req = Request::from_parts(parts, RequestBody::buffered(body));
+                let response = inner.call(req).await?;
+                return Ok(response.map(ResponseBody::streaming));
+            }
+            Err(err) => return Ok(invalid_key(&shared, &span, err)),
+        },
+    };
+    // The body as fingerprinted: its bytes, or its canonical JSON without the fields
+    // left out.
+    let canonical = match (&config.fingerprint_json, json) {
+        (Some(ignored), Some(mut json)) => {
+            for field in ignored {
+                field.remove(&mut json);
+            }
+            Some(json_body::canonical(&json))
+        }
+        _ => None,
+    };
+    let fingerprinted = canonical.as_deref().unwrap_or(&body);
     let credentials = Credentials {
         headers: &config.fingerprint_headers,
         cookies: config.fingerprint_cookies.as_deref(),
@@ -70,14 +112,14 @@ where
         &parts.uri,
         &parts.headers,
         credentials,
-        &body,
+        fingerprinted,
     );
     let scope = config
         .scope
         .as_ref()
         .and_then(|scope| scope(&parts))
         .unwrap_or_default();
-    let record_key = RecordKey::new(&config.namespace, &scope, key);
+    let record_key = RecordKey::new(&config.namespace, &scope, &key);
 
     let token = claimant.token;
     let begun = {
@@ -187,15 +229,39 @@ where
     }
 }
 
-/// The answer to a request whose key is missing or malformed, naming the header the
-/// layer reads keys from.
+/// The key a body-keyed route finds in `body` (parsed as `json` when the route reads
+/// JSON), validated as a header key is; `None` when the body holds none.
+fn body_key(
+    config: &super::config::Config,
+    parts: &http::request::Parts,
+    body: &bytes::Bytes,
+    json: Option<&serde_json::Value>,
+) -> Result<Option<String>, KeyError> {
+    let raw = match &config.key_source {
+        // Read before the body, by the caller.
+        KeySource::Header => return Ok(None),
+        KeySource::Json(field) => match json.and_then(|json| field.get(json)) {
+            None | Some(serde_json::Value::Null) => return Ok(None),
+            Some(serde_json::Value::String(key)) => key.clone(),
+            Some(_) => return Err(KeyError::NotAString),
+        },
+        KeySource::Request(read) => match read(parts, body) {
+            None => return Ok(None),
+            Some(key) => key,
+        },
+    };
+    key::validate(raw.as_bytes()).map(|key| Some(key.to_owned()))
+}
+
+/// The answer to a request whose key is missing or malformed, naming where the layer
+/// reads keys.
 fn invalid_key<St, B: http_body::Body>(
     shared: &Shared<St>,
     span: &Span,
     err: KeyError,
 ) -> Response<ResponseBody<B>> {
-    let header = Some(shared.config.header_name.clone());
-    shared.refuse(span, Problem::InvalidKey(err, header))
+    let place = Some(Arc::clone(&shared.config.key_place));
+    shared.refuse(span, Problem::InvalidKey(err, place))
 }
 
 /// A claim that failed may still have landed (the store ran it, its reply was lost, or the

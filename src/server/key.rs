@@ -13,39 +13,27 @@ pub(crate) enum KeyError {
     Empty,
     TooLong,
     BadCharacter,
+    /// A key read from a JSON body that is not a JSON string.
+    NotAString,
 }
 
 impl KeyError {
-    /// What is wrong, naming the `header` the layer reads keys from when it is known.
-    pub(crate) fn detail(self, header: Option<&HeaderName>) -> String {
-        let named = header.map(|name| format!("the {} header", display_name(name)));
-        let header = named.as_deref().unwrap_or("an idempotency key header");
+    /// What is wrong, naming the `place` the layer reads keys from (the header, a body
+    /// field) when it is known.
+    pub(crate) fn detail(self, place: Option<&str>) -> String {
+        let header = place.unwrap_or("an idempotency key header");
         match self {
             Self::Missing => format!("this endpoint requires {header}"),
             Self::Repeated => format!("{header} was given more than once"),
             Self::Empty => "the idempotency key is empty".to_owned(),
             Self::TooLong => "the idempotency key is longer than 255 bytes".to_owned(),
+            Self::NotAString => format!("{header} must be a JSON string"),
             Self::BadCharacter => {
                 "the idempotency key may only contain visible ASCII characters (0x21 to 0x7E)"
                     .to_owned()
             }
         }
     }
-}
-
-/// A header name as people write it: `x-payment-key` as `X-Payment-Key`.
-fn display_name(name: &HeaderName) -> String {
-    let mut shown = String::with_capacity(name.as_str().len());
-    let mut word_start = true;
-    for c in name.as_str().chars() {
-        shown.push(if word_start {
-            c.to_ascii_uppercase()
-        } else {
-            c
-        });
-        word_start = c == '-';
-    }
-    shown
 }
 
 /// The key of a request: `Ok(None)` when the header is absent.
@@ -126,6 +114,7 @@ mod tests {
             KeyError::Empty,
             KeyError::TooLong,
             KeyError::BadCharacter,
+            KeyError::NotAString,
         ];
         let details: std::collections::HashSet<_> = all.iter().map(|e| e.detail(None)).collect();
         assert_eq!(details.len(), all.len(), "each detail is its own");
@@ -135,6 +124,7 @@ mod tests {
             "empty",
             "255",
             "visible ASCII",
+            "JSON string",
         ]) {
             assert!(
                 err.detail(None).contains(word),

@@ -3,16 +3,17 @@
 //! A request flows one way through these modules, each importing only the steps below it
 //! and the leaves they share:
 //!
-//! `layer` and `answers` (configuration) → `service` (pass through, or intercept) → `intercept` (key,
+//! `layer`, `answers` and `body_reading` (configuration) → `service` (pass through, or intercept) → `intercept` (key,
 //! body, fingerprint, claim; refuse or replay) → `execute` (run the inner service, decide
 //! what becomes of the key) → `claim` (renew, complete, release). The leaves: `shared`
 //! (store, config, counters), `config`, `defaults`, `limits` and `choices`, `buffer`
-//! (reading bodies), `record` (response ↔ record), `problem` and `problem_details`, `outcome`, `body`, `key`,
+//! (reading bodies), `record` (response ↔ record), `problem` and `problem_details`, `outcome`, `body`, `key`, `key_source`, `json_body`,
 //! `fingerprint`, `detach`, `bounds`, and what the handler sees: `idempotency_key`,
 //! `not_executed`, `completion` and `handler_record`.
 
 mod answers;
 mod body;
+mod body_reading;
 mod bounds;
 mod buffer;
 mod choices;
@@ -29,7 +30,9 @@ pub(crate) mod handler_record;
 mod idempotency_key;
 mod in_flight;
 mod intercept;
+mod json_body;
 mod key;
+mod key_source;
 mod layer;
 pub mod limits;
 mod not_executed;

@@ -45,6 +45,9 @@ pub enum Outcome {
     TooLarge,
     /// The request body failed while it was read: `400`.
     BodyUnreadable,
+    /// The route reads the body as JSON (its key or its fingerprint), and it is not:
+    /// `400`.
+    InvalidJson,
     /// The store failed at claim time: `503` (fail closed), or the request ran
     /// unprotected (fail open).
     StoreError,
@@ -70,7 +73,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// All outcomes, in declaration order.
-    pub const ALL: [Outcome; 14] = [
+    pub const ALL: [Outcome; 15] = [
         Self::Fresh,
         Self::Replayed,
         Self::Conflict,
@@ -79,6 +82,7 @@ impl Outcome {
         Self::InvalidKey,
         Self::TooLarge,
         Self::BodyUnreadable,
+        Self::InvalidJson,
         Self::StoreError,
         Self::RecordUnreadable,
         Self::ResponseNotStored,
@@ -98,6 +102,7 @@ impl Outcome {
             Self::InvalidKey => "invalid_key",
             Self::TooLarge => "too_large",
             Self::BodyUnreadable => "body_unreadable",
+            Self::InvalidJson => "invalid_json",
             Self::StoreError => "store_error",
             Self::RecordUnreadable => "record_unreadable",
             Self::ResponseNotStored => "response_not_stored",

@@ -1,9 +1,10 @@
 //! The `application/problem+json` (RFC 9457) responses the layer answers itself.
 
-use std::panic::AssertUnwindSafe;
+use std::{panic::AssertUnwindSafe, sync::Arc};
 
 use bytes::Bytes;
-use http::{HeaderName, Response, StatusCode};
+
+use http::{Response, StatusCode};
 
 use super::{config::Config, key::KeyError, outcome::Outcome, problem_details::ProblemDetails};
 use crate::protocol::{ProblemType, PROBLEM_DOCS};
@@ -12,11 +13,13 @@ use crate::protocol::{ProblemType, PROBLEM_DOCS};
 #[derive(Debug, Clone)]
 pub(crate) enum Problem {
     /// A key refused, with the header the layer reads keys from (`None`: not known).
-    InvalidKey(KeyError, Option<HeaderName>),
+    InvalidKey(KeyError, Option<Arc<str>>),
     BodyTooLarge {
         limit: usize,
     },
     BodyUnreadable,
+    /// The body of a route that reads JSON is not JSON: why.
+    InvalidJson(String),
     Conflict {
         status: StatusCode,
     },
@@ -41,6 +44,7 @@ impl Problem {
             Self::InvalidKey(..) => Outcome::InvalidKey,
             Self::BodyTooLarge { .. } => Outcome::TooLarge,
             Self::BodyUnreadable => Outcome::BodyUnreadable,
+            Self::InvalidJson(_) => Outcome::InvalidJson,
             Self::Conflict { .. } => Outcome::Conflict,
             Self::OtherCredentials { .. } => Outcome::OtherCredentials,
             Self::InProgress => Outcome::InProgress,
@@ -93,7 +97,7 @@ impl Problem {
                 format!(
                     "{}. Send one key of 1 to 255 visible ASCII characters, new for each \
                      logical operation.",
-                    err.detail(header.as_ref())
+                    err.detail(header.as_deref())
                 ),
                 None,
             ),
@@ -111,6 +115,16 @@ impl Problem {
                 ProblemType::BodyUnreadable,
                 "Request body could not be read",
                 "the request body failed while it was being read; it was not processed".to_owned(),
+                None,
+            ),
+            Self::InvalidJson(why) => (
+                StatusCode::BAD_REQUEST,
+                ProblemType::InvalidJson,
+                "Request body is not valid JSON",
+                format!(
+                    "this endpoint reads the request body as JSON, and it is not ({why}); \
+                     it was not processed: send it as JSON, with the same key"
+                ),
                 None,
             ),
             Self::Conflict { status } => (

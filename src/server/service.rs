@@ -95,8 +95,11 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let config = &self.shared.config;
+        // A route keyed by its body reads every body; one keyed by the header, only
+        // those of requests that carry it (or must).
         let intercepted = config.methods.contains(req.method())
-            && (config.require_key || req.headers().contains_key(&config.header_name));
+            && (config.intercepts_without_header
+                || req.headers().contains_key(&config.header_name));
         if !intercepted {
             return ResponseFuture::passed_through(
                 self.inner.call(req.map(RequestBody::streaming)),

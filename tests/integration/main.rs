@@ -39,6 +39,7 @@ mod faults;
 mod faulty_store;
 mod flow;
 mod handler_key;
+mod key_sources;
 mod keys_and_bodies;
 mod observability;
 #[cfg(feature = "metrics")]
