@@ -73,12 +73,18 @@ pub(crate) fn jittered(base: Duration, cap: Duration, retry: u32) -> Duration {
         .jitter(Jitter::Full)
         .base(2)
         .build_with_max_retries(u32::MAX);
+    // The crate adds its wait to the clock it reads; the clock read here may be earlier,
+    // or stepped: the wait is clamped to its ceiling.
+    let ceiling = base
+        .saturating_mul(2u32.saturating_pow(retry.saturating_sub(1)))
+        .min(cap);
     let now = SystemTime::now();
     match backoff.should_retry(now, retry.saturating_sub(1)) {
-        RetryDecision::Retry { execute_after } => {
-            execute_after.duration_since(now).unwrap_or_default()
-        }
-        RetryDecision::DoNotRetry => cap,
+        RetryDecision::Retry { execute_after } => execute_after
+            .duration_since(now)
+            .unwrap_or_default()
+            .min(ceiling),
+        RetryDecision::DoNotRetry => ceiling,
     }
 }
 

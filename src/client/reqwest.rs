@@ -37,9 +37,15 @@ use super::{
 ///   carries the call's one key (the key is kept in the call's extensions, which
 ///   `reqwest-retry` hands to each attempt).
 ///
-/// Should both retry by mistake, the key still never changes within a call, and the
-/// attempts add up rather than multiply: when it finds its key already chosen for the
-/// call (an outer retrier calling it again), this middleware sends once.
+/// Should both retry by mistake, the key still never changes within a call. With
+/// `reqwest-retry` outside, the attempts add up rather than multiply: when it finds its
+/// key already chosen for the call (an outer retrier calling it again), this middleware
+/// sends once. With this middleware outside and a retrying `reqwest-retry` inside, they
+/// multiply (each of ours is a whole `reqwest-retry` loop): do not set it up so.
+///
+/// A key derived with `key_from` sees the body's bytes only when the body is in memory
+/// (`.body(bytes or a string)`); a streaming body is sent once, and the function sees no
+/// bytes of it.
 /// `reqwest-retry`'s default policy also retries a `500`: against this crate's server, a
 /// recorded `500` is replayed (`idempotent-replayed: true`), the handler is not run again.
 ///
@@ -115,21 +121,22 @@ fn refuse(why: &str) -> reqwest_middleware::Error {
 }
 
 impl IdempotencyMiddleware {
-    /// The call's key: the one chosen earlier in this call, the caller's, derived, or new.
+    /// The call's key: the caller's, else the one chosen earlier in this call, else
+    /// derived, else new.
     fn key(
         &self,
         req: &Request,
         extensions: &Extensions,
     ) -> Result<Option<String>, reqwest_middleware::Error> {
-        if let Some(CallKey(key)) = extensions.get::<CallKey>() {
-            return Ok(Some(key.clone()));
-        }
         let config = &self.config;
         if let Some(value) = req.headers().get(&config.header_name) {
             let key = value
                 .to_str()
                 .map_err(|_| refuse("the idempotency key is not visible ASCII"))?;
             return Ok(Some(key.to_owned()));
+        }
+        if let Some(CallKey(key)) = extensions.get::<CallKey>() {
+            return Ok(Some(key.clone()));
         }
         let Some(derive) = &config.key_from else {
             return Ok(Some(uuid::Uuid::new_v4().to_string()));

@@ -91,8 +91,10 @@ impl<St> IdempotencyLayer<St> {
     }
 
     /// Leaves these headers out of the fingerprint's caller digest (a subtraction from
-    /// [`fingerprint_headers`](Self::fingerprint_headers)): a header that changes between
-    /// a request and its retry without changing who calls.
+    /// [`fingerprint_headers`](Self::fingerprint_headers), so call it after that): a
+    /// header that changes between a request and its retry without changing who calls.
+    /// Without a [`scope`](Self::scope) that tells callers apart, a key's response then
+    /// replays to another caller who sends the same key and request.
     #[must_use]
     pub fn fingerprint_ignore_headers(self, headers: impl IntoIterator<Item = HeaderName>) -> Self {
         let ignored: Vec<HeaderName> = headers.into_iter().collect();

@@ -14,7 +14,7 @@ use super::{
     execute::execute,
     fingerprint::{self, Credentials},
     idempotency_key::IdempotencyKey,
-    json_body,
+    json_body::Json,
     key::{self, KeyError},
     key_source::KeySource,
     outcome::Outcome,
@@ -65,10 +65,11 @@ where
         Ok(body) => body,
         Err(problem) => return Ok(shared.refuse(&span, problem)),
     };
-    let json = if config.reads_json {
-        match serde_json::from_slice::<serde_json::Value>(&body) {
+    // An empty body holds no JSON (and no key): it is fingerprinted as it is.
+    let json = if config.reads_json && !body.is_empty() {
+        match Json::parse(&body) {
             Ok(json) => Some(json),
-            Err(err) => return Ok(shared.refuse(&span, Problem::InvalidJson(err.to_string()))),
+            Err(why) => return Ok(shared.refuse(&span, Problem::InvalidJson(why))),
         }
     } else {
         None
@@ -77,15 +78,22 @@ where
         Some(key) => Cow::Borrowed(key),
         None => match body_key(config, &parts, &body, json.as_ref()) {
             Ok(Some(key)) => Cow::Owned(key),
-            // No key in the body: as a request without the header.
-            Ok(None) if config.require_key => {
-                return Ok(invalid_key(&shared, &span, KeyError::Missing))
-            }
-            Ok(None) => {
-                let req = Request::from_parts(parts, RequestBody::buffered(body));
-                let response = inner.call(req).await?;
-                return Ok(response.map(ResponseBody::streaming));
-            }
+            // No key in the body, but one in the header (a client that sends keys the
+            // usual way): the header's, rather than running the request unprotected.
+            Ok(None) => match key::extract(&parts.headers, &config.header_name) {
+                Ok(Some(key)) => Cow::Borrowed(key),
+                Err(err) => return Ok(invalid_key(&shared, &span, err)),
+                // No key at all: as a request without the header.
+                Ok(None) if config.require_key => {
+                    return Ok(invalid_key(&shared, &span, KeyError::Missing))
+                }
+                Ok(None) => {
+                    drop(json);
+                    let req = Request::from_parts(parts, RequestBody::buffered(body));
+                    let response = inner.call(req).await?;
+                    return Ok(response.map(ResponseBody::streaming));
+                }
+            },
             Err(err) => return Ok(invalid_key(&shared, &span, err)),
         },
     };
@@ -96,7 +104,7 @@ where
             for field in ignored {
                 field.remove(&mut json);
             }
-            Some(json_body::canonical(&json))
+            Some(json.canonical())
         }
         _ => None,
     };
@@ -235,14 +243,15 @@ fn body_key(
     config: &super::config::Config,
     parts: &http::request::Parts,
     body: &bytes::Bytes,
-    json: Option<&serde_json::Value>,
+    json: Option<&Json>,
 ) -> Result<Option<String>, KeyError> {
     let raw = match &config.key_source {
         // Read before the body, by the caller.
         KeySource::Header => return Ok(None),
         KeySource::Json(field) => match json.and_then(|json| field.get(json)) {
-            None | Some(serde_json::Value::Null) => return Ok(None),
-            Some(serde_json::Value::String(key)) => key.clone(),
+            None => return Ok(None),
+            Some(Json::Literal(literal)) if literal == "null" => return Ok(None),
+            Some(Json::String(key)) => key.clone(),
             Some(_) => return Err(KeyError::NotAString),
         },
         KeySource::Request(read) => match read(parts, body) {

@@ -46,11 +46,19 @@ async fn a_key_in_a_json_field_is_claimed_and_replayed() {
     // The same key with another body: a conflict.
     let other = send(&app, post(r#"{"idempotency_key":"sq-7f3a","amount":900}"#)).await;
     other.assert_problem(StatusCode::CONFLICT, "conflict");
-    // A key header is not read on such a route: the body has none, so it passes through.
-    let headed = send(&app, post_with_key("/orders", "sq-7f3a", r#"{"amount":1}"#)).await;
-    assert_eq!(headed.status, StatusCode::CREATED);
-    assert_eq!(headed.outcome, None, "passed through");
-    assert_eq!(counter.runs(), 2);
+    // A body without the field, with the key header: the header's key protects it.
+    let headed = send(&app, post_with_key("/orders", "hdr-1", r#"{"amount":1}"#)).await;
+    assert_eq!(headed.outcome, Some(Outcome::Fresh));
+    let again = send(&app, post_with_key("/orders", "hdr-1", r#"{"amount":1}"#)).await;
+    assert!(
+        again.replayed(),
+        "never run unprotected while a key was sent"
+    );
+    // An empty body holds no key: passed through, not an invalid-json problem.
+    let empty = send(&app, post("")).await;
+    assert_eq!(empty.status, StatusCode::CREATED);
+    assert_eq!(empty.outcome, None, "passed through");
+    assert_eq!(counter.runs(), 3);
 }
 
 #[tokio::test]
@@ -165,6 +173,27 @@ async fn a_field_left_out_of_the_fingerprint_may_change_on_a_retry() {
     );
     let other = send_with(3, "c", 200).await;
     other.assert_problem(StatusCode::CONFLICT, "conflict");
+    assert_eq!(counter.runs(), 1);
+}
+
+#[tokio::test]
+async fn canonical_json_keeps_numbers_as_sent_and_refuses_a_member_named_twice() {
+    let (app, counter) =
+        app(IdempotencyLayer::new(MemoryStore::new()).fingerprint_canonical_json());
+    send(
+        &app,
+        post_with_key("/orders", "n-1", r#"{"amount":0.30000000000000001}"#),
+    )
+    .await;
+    send(&app, post_with_key("/orders", "n-1", r#"{"amount":0.3}"#))
+        .await
+        .assert_problem(StatusCode::CONFLICT, "conflict");
+    let twice = send(
+        &app,
+        post_with_key("/orders", "n-2", r#"{"amount":1,"amount":2}"#),
+    )
+    .await;
+    twice.assert_problem(StatusCode::BAD_REQUEST, "invalid-json");
     assert_eq!(counter.runs(), 1);
 }
 
