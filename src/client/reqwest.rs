@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{Extensions, HeaderValue};
-use reqwest::{Request, Response};
+use reqwest::{Request, Response, ResponseBuilderExt};
 use reqwest_middleware::{Middleware, Next};
 
 use super::{
@@ -194,25 +194,37 @@ impl IdempotencyMiddleware {
             Retry::Yes => Verdict::Retry { after },
             Retry::IfInProgress => {
                 // The body tells in progress from a conflict: read it, and hand the
-                // caller a response that still has it.
-                let mut head = http::Response::new(());
-                *head.status_mut() = status;
-                *head.version_mut() = response.version();
-                *head.headers_mut() = response.headers().clone();
-                let body = match response.bytes().await {
-                    Ok(body) => body,
+                // caller a response that still has it (and its URL and extensions).
+                let url = response.url().clone();
+                let (parts, body) = http::Response::<reqwest::Body>::from(response).into_parts();
+                let body = match http_body_util::BodyExt::collect(body).await {
+                    Ok(collected) => collected.to_bytes(),
                     Err(err) => {
                         let result = AttemptResult::TransportError(err.to_string());
                         return (Err(err.into()), result, Verdict::Retry { after: None });
                     }
                 };
-                let verdict = if in_progress(head.headers(), &body) {
+                let verdict = if in_progress(&parts.headers, &body) {
                     Verdict::Retry { after }
                 } else {
                     Verdict::Final
                 };
-                let (parts, ()) = head.into_parts();
-                let rebuilt = Response::from(http::Response::from_parts(parts, body));
+                let mut head = http::Response::builder()
+                    .status(parts.status)
+                    .version(parts.version);
+                if let Some(extensions) = head.extensions_mut() {
+                    *extensions = parts.extensions;
+                }
+                if let Some(headers) = head.headers_mut() {
+                    *headers = parts.headers;
+                }
+                let rebuilt = match head.url(url).body(body) {
+                    Ok(rebuilt) => Response::from(rebuilt),
+                    Err(err) => {
+                        let err = refuse(&format!("the 409 answer could not be rebuilt: {err}"));
+                        return (Err(err), AttemptResult::Status(status), Verdict::Final);
+                    }
+                };
                 return (Ok(rebuilt), AttemptResult::Status(status), verdict);
             }
         };

@@ -35,6 +35,8 @@ fn ours_alone(layer: IdempotencyClientLayer) -> ClientWithMiddleware {
 
 struct Answer {
     status: StatusCode,
+    /// The URL the response says it came from.
+    url: String,
     body: String,
     replayed: bool,
     outcome: Option<ClientOutcome>,
@@ -59,6 +61,7 @@ async fn post(
         .get("idempotent-replayed")
         .is_some_and(|v| v == "true");
     Answer {
+        url: response.url().to_string(),
         status: StatusCode::from_u16(response.status().as_u16()).unwrap(),
         replayed,
         outcome,
@@ -137,6 +140,9 @@ async fn a_conflict_a_422_and_a_500_are_not_retried() {
     let conflict = post(&client, addr, "table", Some("order-17")).await;
     assert_eq!(conflict.status, StatusCode::CONFLICT);
     assert!(conflict.body.contains("conflict"), "{}", conflict.body);
+    // The 409's body was read to tell a conflict from in progress; the response handed
+    // back still says where it came from.
+    assert_eq!(conflict.url, format!("http://{addr}/orders"));
     let outcome = conflict.outcome.unwrap();
     assert_eq!(outcome.attempts.len(), 1);
     assert_eq!(
