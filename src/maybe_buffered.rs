@@ -12,6 +12,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -28,7 +29,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind<B> {
         Streaming { #[pin] body: B },
-        Buffered { data: Option<Bytes> },
+        Buffered { data: Option<Bytes>, trailers: Option<HeaderMap> },
     }
 }
 
@@ -40,9 +41,15 @@ impl<B> MaybeBuffered<B> {
     }
 
     pub(crate) fn buffered(data: Bytes) -> Self {
+        Self::buffered_with_trailers(data, None)
+    }
+
+    /// The bytes, then the trailers the original body ended with (if any).
+    pub(crate) fn buffered_with_trailers(data: Bytes, trailers: Option<HeaderMap>) -> Self {
         Self {
             kind: Kind::Buffered {
                 data: (!data.is_empty()).then_some(data),
+                trailers,
             },
         }
     }
@@ -66,21 +73,26 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
             KindProj::Streaming { body } => body.poll_frame(cx),
-            KindProj::Buffered { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Buffered { data, trailers } => Poll::Ready(
+                data.take()
+                    .map(Frame::data)
+                    .or_else(|| trailers.take().map(Frame::trailers))
+                    .map(Ok),
+            ),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Streaming { body } => body.is_end_stream(),
-            Kind::Buffered { data } => data.is_none(),
+            Kind::Buffered { data, trailers } => data.is_none() && trailers.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Streaming { body } => body.size_hint(),
-            Kind::Buffered { data } => {
+            Kind::Buffered { data, .. } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
         }

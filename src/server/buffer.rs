@@ -40,13 +40,14 @@ impl Chunks {
 }
 
 /// Buffers the request body up to `limit` bytes, for the fingerprint and the inner
-/// service. A declared `Content-Length` over the limit is refused before reading.
-/// Trailers are not part of the fingerprint and are dropped.
+/// service, with its trailers (if any), which the inner service gets after the bytes. A
+/// declared `Content-Length` over the limit is refused before reading. Trailers are not
+/// part of the fingerprint.
 pub(crate) async fn buffer_request<B>(
     body: B,
     headers: &HeaderMap,
     limit: usize,
-) -> Result<Bytes, Problem>
+) -> Result<(Bytes, Option<HeaderMap>), Problem>
 where
     B: Body<Data = Bytes>,
 {
@@ -58,16 +59,23 @@ where
     }
     let mut body = std::pin::pin!(body);
     let mut chunks = Chunks::default();
+    let mut trailers: Option<HeaderMap> = None;
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(|_| Problem::BodyUnreadable)?.into_data() else {
-            continue;
-        };
-        chunks.push(data);
-        if chunks.len > limit {
-            return Err(Problem::BodyTooLarge { limit });
+        match frame.map_err(|_| Problem::BodyUnreadable)?.into_data() {
+            Ok(data) => {
+                chunks.push(data);
+                if chunks.len > limit {
+                    return Err(Problem::BodyTooLarge { limit });
+                }
+            }
+            Err(frame) => {
+                if let Ok(more) = frame.into_trailers() {
+                    trailers.get_or_insert_with(HeaderMap::new).extend(more);
+                }
+            }
         }
     }
-    Ok(chunks.into_bytes())
+    Ok((chunks.into_bytes(), trailers))
 }
 
 /// A response body read up to the recording limit.

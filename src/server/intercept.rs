@@ -61,8 +61,9 @@ where
         _ => None,
     };
 
-    let body = match buffer_request(body, &parts.headers, config.max_request_body).await {
-        Ok(body) => body,
+    let (body, trailers) = match buffer_request(body, &parts.headers, config.max_request_body).await
+    {
+        Ok(read) => read,
         Err(problem) => return Ok(shared.refuse(&span, problem)),
     };
     // An empty body holds no JSON (and no key): it is fingerprinted as it is.
@@ -89,7 +90,10 @@ where
                 }
                 Ok(None) => {
                     drop(json);
-                    let req = Request::from_parts(parts, RequestBody::buffered(body));
+                    let req = Request::from_parts(
+                        parts,
+                        RequestBody::buffered_with_trailers(body, trailers),
+                    );
                     let response = inner.call(req).await?;
                     return Ok(response.map(ResponseBody::streaming));
                 }
@@ -143,7 +147,8 @@ where
     match begun {
         // An outer layer on this store holds the claim for this very request: it records.
         Ok(Begin::OwnClaim) if claimant.nested => {
-            let req = Request::from_parts(parts, RequestBody::buffered(body));
+            let req =
+                Request::from_parts(parts, RequestBody::buffered_with_trailers(body, trailers));
             let response = inner.call(req).await?;
             Ok(response.map(ResponseBody::streaming))
         }
@@ -165,7 +170,8 @@ where
             if let Some(seen) = seen {
                 parts.extensions.insert(seen);
             }
-            let req = Request::from_parts(parts, RequestBody::buffered(body));
+            let req =
+                Request::from_parts(parts, RequestBody::buffered_with_trailers(body, trailers));
             execute(inner, shared, req, record_key, token, handle, span).await
         }
         Ok(Begin::Completed(mut stored)) => Ok(match stored.body.take() {
@@ -222,7 +228,8 @@ where
                 None => IdempotencyKey::new(record_key.clone(), None),
             };
             parts.extensions.insert(handle);
-            let req = Request::from_parts(parts, RequestBody::buffered(body));
+            let req =
+                Request::from_parts(parts, RequestBody::buffered_with_trailers(body, trailers));
             let response = inner.call(req).await?;
             Ok(shared.finish(
                 &span,

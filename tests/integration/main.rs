@@ -44,3 +44,4 @@ mod keys_and_bodies;
 mod observability;
 #[cfg(feature = "metrics")]
 mod telemetry;
+mod trailers;
