@@ -75,31 +75,24 @@ where
     } else {
         None
     };
-    let key = match header_key {
-        Some(key) => Cow::Borrowed(key),
-        None => match body_key(config, &parts, &body, json.as_ref()) {
-            Ok(Some(key)) => Cow::Owned(key),
-            // No key in the body, but one in the header (a client that sends keys the
-            // usual way): the header's, rather than running the request unprotected.
-            Ok(None) => match key::extract(&parts.headers, &config.header_name) {
-                Ok(Some(key)) => Cow::Borrowed(key),
-                Err(err) => return Ok(invalid_key(&shared, &span, err)),
-                // No key at all: as a request without the header.
-                Ok(None) if config.require_key => {
-                    return Ok(invalid_key(&shared, &span, KeyError::Missing))
-                }
-                Ok(None) => {
-                    drop(json);
-                    let req = Request::from_parts(
-                        parts,
-                        RequestBody::buffered_with_trailers(body, trailers),
-                    );
-                    let response = inner.call(req).await?;
-                    return Ok(response.map(ResponseBody::streaming));
-                }
-            },
-            Err(err) => return Ok(invalid_key(&shared, &span, err)),
-        },
+    let found = match header_key {
+        Some(key) => Ok(Some(Cow::Borrowed(key))),
+        None => body_route_key(config, &parts, &body, json.as_ref()),
+    };
+    let key = match found {
+        Ok(Some(key)) => key,
+        // No key anywhere: as a request without the header.
+        Ok(None) if config.require_key => {
+            return Ok(invalid_key(&shared, &span, KeyError::Missing))
+        }
+        Ok(None) => {
+            drop(json);
+            let req =
+                Request::from_parts(parts, RequestBody::buffered_with_trailers(body, trailers));
+            let response = inner.call(req).await?;
+            return Ok(response.map(ResponseBody::streaming));
+        }
+        Err(err) => return Ok(invalid_key(&shared, &span, err)),
     };
     // The body as fingerprinted: its bytes, or its canonical JSON without the fields
     // left out.
@@ -244,29 +237,30 @@ where
     }
 }
 
-/// The key a body-keyed route finds in `body` (parsed as `json` when the route reads
-/// JSON), validated as a header key is; `None` when the body holds none.
-fn body_key(
+/// The key of a route that reads it from the body: a string field of its `json`, or
+/// what the route's function returns, validated as a header key is; else the header's
+/// after all (a client that sends keys the usual way is never run unprotected); `None`
+/// when there is none anywhere.
+fn body_route_key<'a>(
     config: &super::config::Config,
-    parts: &http::request::Parts,
+    parts: &'a http::request::Parts,
     body: &bytes::Bytes,
     json: Option<&Json>,
-) -> Result<Option<String>, KeyError> {
+) -> Result<Option<Cow<'a, str>>, KeyError> {
     let raw = match &config.key_source {
-        // Read before the body, by the caller.
-        KeySource::Header => return Ok(None),
+        KeySource::Header => None,
         KeySource::Json(field) => match json.and_then(|json| field.get(json)) {
-            None => return Ok(None),
-            Some(Json::Literal(literal)) if literal == "null" => return Ok(None),
-            Some(Json::String(key)) => key.clone(),
+            None => None,
+            Some(Json::Literal(literal)) if literal == "null" => None,
+            Some(Json::String(key)) => Some(key.clone()),
             Some(_) => return Err(KeyError::NotAString),
         },
-        KeySource::Request(read) => match read(parts, body) {
-            None => return Ok(None),
-            Some(key) => key,
-        },
+        KeySource::Request(read) => read(parts, body),
     };
-    key::validate(raw.as_bytes()).map(|key| Some(key.to_owned()))
+    match raw {
+        Some(raw) => key::validate(raw.as_bytes()).map(|key| Some(Cow::Owned(key.to_owned()))),
+        None => key::extract(&parts.headers, &config.header_name).map(|key| key.map(Cow::Borrowed)),
+    }
 }
 
 /// The answer to a request whose key is missing or malformed, naming where the layer
