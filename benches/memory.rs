@@ -45,6 +45,7 @@ fn response(i: usize) -> StoredResponse {
         status: StatusCode::CREATED,
         headers,
         body: Some(Bytes::from(buffer)),
+        trailers: None,
     }
 }
 

@@ -90,6 +90,7 @@ mod measure {
             status: StatusCode::CREATED,
             headers: HeaderMap::new(),
             body: Some(Bytes::from(vec![b'x'; 1024])),
+            trailers: None,
         };
         let run = uuid::Uuid::new_v4();
 

@@ -13,7 +13,7 @@ use super::{
     idempotency_key::IdempotencyKey,
     outcome::Outcome,
     problem::Problem,
-    record::{advertise_expiry, give_back, lend, to_record},
+    record::{advertise_expiry, give_back, lend, to_record, GivenBack},
     shared::Shared,
 };
 use crate::{
@@ -137,29 +137,37 @@ impl<St: IdempotencyStore> Claim<St> {
                 if self.shared.config.advertise_expiry {
                     advertise_expiry(&mut parts.headers, self.shared.config.ttl);
                 }
-                self.complete(&self.record(&parts, Some(body))).await;
+                self.complete(&self.record(&parts, Some(body), None)).await;
                 Outcome::HandlerFailed
             }
         }
     }
 
-    /// The record of a response with these `parts` and `body` (`None`: not kept).
-    pub(crate) fn record(&self, parts: &Parts, body: Option<bytes::Bytes>) -> StoredResponse {
-        to_record(parts, body, &self.shared.config.not_recorded)
+    /// The record of a response with these `parts`, `body` (`None`: not kept) and
+    /// `trailers`.
+    pub(crate) fn record(
+        &self,
+        parts: &Parts,
+        body: Option<bytes::Bytes>,
+        trailers: Option<http::HeaderMap>,
+    ) -> StoredResponse {
+        to_record(parts, body, trailers, &self.shared.config.not_recorded)
     }
 
-    /// Records the response with `parts` and `body` (`None`: not kept), its headers lent
-    /// to the record rather than copied, and given back; the body is handed back too.
+    /// Records the response with `parts`, `body` (`None`: not kept) and `trailers`, its
+    /// headers lent to the record rather than copied, and given back; the body and
+    /// trailers are handed back too.
     pub(crate) async fn complete_with(
         &mut self,
         parts: &mut Parts,
         body: Option<bytes::Bytes>,
-    ) -> Option<bytes::Bytes> {
+        trailers: Option<http::HeaderMap>,
+    ) -> GivenBack {
         let config = &self.shared.config;
         if config.advertise_expiry {
             advertise_expiry(&mut parts.headers, config.ttl);
         }
-        let (record, lent) = lend(parts, body, &config.not_recorded);
+        let (record, lent) = lend(parts, body, trailers, &config.not_recorded);
         self.complete(&record).await;
         give_back(parts, record, lent)
     }

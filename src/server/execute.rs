@@ -139,11 +139,9 @@ where
     let mut parts = parts;
     let body = match read {
         ReadResponse::Complete { body, trailers } => {
-            // The body given is the body given back: never empty in its place.
-            let body = claim
-                .complete_with(&mut parts, Some(body))
-                .await
-                .unwrap_or_default();
+            // The body and trailers given are those given back: never empty in their place.
+            let (body, trailers) = claim.complete_with(&mut parts, Some(body), trailers).await;
+            let body = body.unwrap_or_default();
             match trailers {
                 None => ResponseBody::full(body),
                 trailers => ResponseBody::held(body, None, None, trailers),
@@ -151,13 +149,13 @@ where
         }
         ReadResponse::Overflow { head, rest } => {
             // Delivered once, as it streams; a retry learns it ran, and does not run again.
-            claim.complete_with(&mut parts, None).await;
+            claim.complete_with(&mut parts, None, None).await;
             ResponseBody::held(head, Some(rest), None, None)
         }
         ReadResponse::Failed { head, error } => {
             // The handler answered with a status, so it ran: recorded without the body,
             // never released. The client gets what was read, then the error.
-            claim.complete_with(&mut parts, None).await;
+            claim.complete_with(&mut parts, None, None).await;
             ResponseBody::held(head, None, Some(error), None)
         }
     };
@@ -172,7 +170,11 @@ fn answer<B: http_body::Body>(
 ) -> Response<ResponseBody<B>> {
     // It committed: a mark saying otherwise must not reach an outer layer.
     extensions.remove::<NotExecuted>();
-    let mut response = Response::new(ResponseBody::full(completed.body));
+    let body = match completed.trailers {
+        None => ResponseBody::full(completed.body),
+        trailers => ResponseBody::held(completed.body, None, None, trailers),
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = completed.status;
     *response.headers_mut() = completed.headers;
     *response.extensions_mut() = extensions;

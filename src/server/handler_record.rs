@@ -57,7 +57,8 @@ pub(crate) fn target(key: &IdempotencyKey) -> Option<Target<'_>> {
 
 /// Reads `response` whole into the record to write: the layer's usual record (hop-by-hop
 /// and unstored headers left out; the body left out past `max_response_body`, so a retry
-/// learns it ran without a replay), and the response as the first caller gets it.
+/// learns it ran without a replay; the trailers kept), and the response as the first
+/// caller gets it.
 pub(crate) async fn prepare<B>(
     claim: Option<&HandlerClaim>,
     response: Response<B>,
@@ -67,18 +68,19 @@ where
     B::Error: Into<BoxError>,
 {
     let (mut parts, body) = response.into_parts();
-    let body = body
+    let collected = body
         .collect()
         .await
-        .map_err(|err| CommitError::RolledBack(err.into()))?
-        .to_bytes();
+        .map_err(|err| CommitError::RolledBack(err.into()))?;
+    let trailers = collected.trailers().cloned();
+    let body = collected.to_bytes();
     let record = claim.map(|claim| {
         let config = &claim.config;
         if config.advertise_expiry {
             advertise_expiry(&mut parts.headers, config.ttl);
         }
         let kept = (body.len() <= config.max_response_body).then(|| body.clone());
-        to_record(&parts, kept, &config.not_recorded)
+        to_record(&parts, kept, trailers.clone(), &config.not_recorded)
     });
     Ok(Prepared {
         record,
@@ -86,6 +88,7 @@ where
             status: parts.status,
             headers: parts.headers,
             body,
+            trailers,
         },
     })
 }

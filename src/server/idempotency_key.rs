@@ -69,6 +69,7 @@ pub(crate) struct Completed {
     /// The headers as the first caller gets them (the record leaves some out).
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
+    pub(crate) trailers: Option<HeaderMap>,
 }
 
 impl IdempotencyKey {

@@ -64,15 +64,20 @@ pub(crate) fn recordable_headers(headers: &HeaderMap, unstored: &[HeaderName]) -
 /// response by [`give_back`].
 pub(crate) struct Lent {
     aside: HeaderMap,
-    /// The body, when the record could not take it.
+    /// The body and trailers, when the record could not take them.
     body: Option<Bytes>,
+    trailers: Option<HeaderMap>,
 }
+
+/// What [`give_back`] returns besides the headers: the body and trailers, as given.
+pub(crate) type GivenBack = (Option<Bytes>, Option<HeaderMap>);
 
 /// The record of the response with `parts`, its headers moved out of `parts` (see
 /// [`to_record`] for what is kept); [`give_back`] returns them.
 pub(crate) fn lend(
     parts: &mut Parts,
     body: Option<Bytes>,
+    trailers: Option<HeaderMap>,
     unstored: &[HeaderName],
 ) -> (StoredResponse, Lent) {
     let mut headers = std::mem::take(&mut parts.headers);
@@ -93,26 +98,38 @@ pub(crate) fn lend(
             }
         }
     }
-    if headers.len() > MAX_HEADERS {
+    if headers.len() > MAX_HEADERS || trailers.as_ref().is_some_and(|t| t.len() > MAX_HEADERS) {
         let record = too_many(parts);
         // Given back whole: the record keeps none of them.
         std::mem::swap(&mut headers, &mut aside);
         give_all(&mut aside, headers);
-        return (record, Lent { aside, body });
+        let lent = Lent {
+            aside,
+            body,
+            trailers,
+        };
+        return (record, lent);
     }
     let record = StoredResponse {
         status: parts.status,
         headers,
         body,
+        trailers,
     };
-    (record, Lent { aside, body: None })
+    let lent = Lent {
+        aside,
+        body: None,
+        trailers: None,
+    };
+    (record, lent)
 }
 
-/// Puts the headers `lend` took back into `parts`, and gives back the body it was given.
-pub(crate) fn give_back(parts: &mut Parts, record: StoredResponse, lent: Lent) -> Option<Bytes> {
+/// Puts the headers `lend` took back into `parts`, and gives back the body and trailers it
+/// was given.
+pub(crate) fn give_back(parts: &mut Parts, record: StoredResponse, lent: Lent) -> GivenBack {
     parts.headers = record.headers;
     give_all(&mut parts.headers, lent.aside);
-    record.body.or(lent.body)
+    (record.body.or(lent.body), record.trailers.or(lent.trailers))
 }
 
 /// Appends every value of `from` to `to`.
@@ -132,32 +149,35 @@ fn give_all(to: &mut HeaderMap, from: HeaderMap) {
     }
 }
 
-/// The record of a response with more headers than a record may hold.
+/// The record of a response with more headers (or trailers) than a record may hold.
 fn too_many(parts: &Parts) -> StoredResponse {
     StoredResponse {
         status: parts.status,
         headers: HeaderMap::new(),
         body: None,
+        trailers: None,
     }
 }
 
-/// The record of a response whose body was read to `body` (`None`: too large to keep).
-/// A response with more headers than a record may hold is recorded without headers and
-/// body (its retry learns it ran, and it never runs again), rather than stored in a form
-/// no store could read back.
+/// The record of a response whose body was read to `body` (`None`: too large to keep),
+/// followed by `trailers`, kept as they are. A response with more headers or trailers
+/// than a record may hold is recorded without them and its body (its retry learns it
+/// ran, and it never runs again), rather than stored in a form no store could read back.
 pub(crate) fn to_record(
     parts: &Parts,
     body: Option<Bytes>,
+    trailers: Option<HeaderMap>,
     unstored: &[HeaderName],
 ) -> StoredResponse {
     let headers = recordable_headers(&parts.headers, unstored);
-    if headers.len() > MAX_HEADERS {
+    if headers.len() > MAX_HEADERS || trailers.as_ref().is_some_and(|t| t.len() > MAX_HEADERS) {
         return too_many(parts);
     }
     StoredResponse {
         status: parts.status,
         headers,
         body,
+        trailers,
     }
 }
 
@@ -170,14 +190,18 @@ pub(crate) fn advertise_expiry(headers: &mut HeaderMap, ttl: std::time::Duration
     }
 }
 
-/// The replay of a record that has its body.
+/// The replay of a record that has its body, then its trailers.
 /// It carries each of the `markers`, with the value `true`.
 pub(crate) fn replay<B: Body>(
     stored: StoredResponse,
     body: Bytes,
     markers: &[HeaderName],
 ) -> Response<ResponseBody<B>> {
-    let mut response = Response::new(ResponseBody::full(body));
+    let body = match stored.trailers {
+        None => ResponseBody::full(body),
+        trailers => ResponseBody::held(body, None, None, trailers),
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = stored.status;
     *response.headers_mut() = stored.headers;
     for marker in markers {
@@ -226,7 +250,7 @@ mod tests {
                 .append("x-many", HeaderValue::from_str(&i.to_string()).unwrap());
         }
         let (parts, ()) = response.into_parts();
-        let record = to_record(&parts, Some(Bytes::from_static(b"body")), &[]);
+        let record = to_record(&parts, Some(Bytes::from_static(b"body")), None, &[]);
         assert_eq!(record.status, parts.status);
         assert!(record.headers.is_empty());
         assert_eq!(
@@ -254,13 +278,13 @@ mod tests {
         let (mut parts, ()) = response.into_parts();
         let before = parts.headers.clone();
         let body = Bytes::from_static(b"{}");
-        let (record, lent) = lend(&mut parts, Some(body.clone()), &[header::SET_COOKIE]);
+        let (record, lent) = lend(&mut parts, Some(body.clone()), None, &[header::SET_COOKIE]);
         assert_eq!(
             record.headers,
             recordable_headers(&before, &[header::SET_COOKIE])
         );
         assert_eq!(record.body.as_ref(), Some(&body));
-        assert_eq!(give_back(&mut parts, record, lent), Some(body));
+        assert_eq!(give_back(&mut parts, record, lent), (Some(body), None));
         assert_eq!(parts.headers.len(), before.len());
         for name in before.keys() {
             let given: Vec<_> = parts.headers.get_all(name).iter().collect();
@@ -283,10 +307,10 @@ mod tests {
         let (mut parts, ()) = response.into_parts();
         let before = parts.headers.clone();
         let body = Bytes::from_static(b"body");
-        let (record, lent) = lend(&mut parts, Some(body.clone()), &[header::SET_COOKIE]);
+        let (record, lent) = lend(&mut parts, Some(body.clone()), None, &[header::SET_COOKIE]);
         assert!(record.headers.is_empty());
         assert_eq!(record.body, None, "the retry learns it ran");
-        assert_eq!(give_back(&mut parts, record, lent), Some(body));
+        assert_eq!(give_back(&mut parts, record, lent), (Some(body), None));
         assert_eq!(parts.headers, before);
     }
 }

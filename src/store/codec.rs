@@ -1,14 +1,17 @@
 //! The versioned binary encoding of a [`StoredResponse`], shared by the stores that keep
 //! bytes (Redis, PostgreSQL).
 //!
-//! Format version 1, all integers big-endian:
+//! Format version 2, all integers big-endian:
 //!
 //! ```text
-//! u8  version (= 1)
+//! u8  version (= 2)
 //! u16 status
 //! u32 header count, then per header: u32 name length, name, u32 value length, value
 //! u8  body present (0 or 1), then if 1: u32 body length, body
+//! u8  trailers present (0 or 1), then if 1: u32 trailer count, then each as a header
 //! ```
+//!
+//! Version 1 is version 2 without its last field (no trailers); it is still read.
 //!
 //! Decoding is strict: a wrong version, a short read, an invalid status or header, or
 //! trailing bytes is a [`StoreErrorKind::Corrupt`](super::StoreErrorKind::Corrupt) error,
@@ -21,18 +24,18 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::{record::MAX_HEADERS, StoreError, StoredResponse};
 
-/// The format version this release writes and reads.
-pub(crate) const FORMAT_VERSION: u8 = 1;
+/// The format version this release writes (it reads this one and version 1).
+pub(crate) const FORMAT_VERSION: u8 = 2;
+
+/// The first version, without trailers.
+const VERSION_1: u8 = 1;
 
 pub(crate) fn encode(response: &StoredResponse) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + response.size() + 8 * response.headers.len());
+    let fields = response.headers.len() + response.trailers.as_ref().map_or(0, HeaderMap::len);
+    let mut out = Vec::with_capacity(24 + response.size() + 8 * fields);
     out.put_u8(FORMAT_VERSION);
     out.put_u16(response.status.as_u16());
-    out.put_u32(len_u32(response.headers.len()));
-    for (name, value) in &response.headers {
-        put_bytes(&mut out, name.as_str().as_bytes());
-        put_bytes(&mut out, value.as_bytes());
-    }
+    put_fields(&mut out, &response.headers);
     match &response.body {
         Some(body) => {
             out.put_u8(1);
@@ -40,7 +43,23 @@ pub(crate) fn encode(response: &StoredResponse) -> Vec<u8> {
         }
         None => out.put_u8(0),
     }
+    match &response.trailers {
+        Some(trailers) => {
+            out.put_u8(1);
+            put_fields(&mut out, trailers);
+        }
+        None => out.put_u8(0),
+    }
     out
+}
+
+/// A field count, then each name and value.
+fn put_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
+    out.put_u32(len_u32(fields.len()));
+    for (name, value) in fields {
+        put_bytes(out, name.as_str().as_bytes());
+        put_bytes(out, value.as_bytes());
+    }
 }
 
 /// Decodes a record, copying its header values and body out of `bytes`.
@@ -59,33 +78,26 @@ fn parse(
 ) -> Result<StoredResponse, StoreError> {
     let mut reader = Reader { bytes, at: 0 };
     let version = reader.u8()?;
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != VERSION_1 {
         return Err(StoreError::corrupt(format!(
             "unknown record format version {version}"
         )));
     }
     let status = StatusCode::from_u16(reader.u16()?)
         .map_err(|_| StoreError::corrupt("invalid status code"))?;
-    let count = reader.u32()? as usize;
-    if count > MAX_HEADERS {
-        return Err(StoreError::corrupt(format!(
-            "{count} headers, more than the {MAX_HEADERS} a record may hold"
-        )));
-    }
-    let mut headers = HeaderMap::with_capacity(count.min(64));
-    for _ in 0..count {
-        let name = HeaderName::from_bytes(&bytes[reader.field()?])
-            .map_err(|_| StoreError::corrupt("invalid header name"))?;
-        let value =
-            value(reader.field()?).ok_or_else(|| StoreError::corrupt("invalid header value"))?;
-        headers
-            .try_append(name, value)
-            .map_err(|_| StoreError::corrupt("too many headers"))?;
-    }
+    let headers = fields(&mut reader, &value, "headers")?;
     let body = match reader.u8()? {
         0 => None,
         1 => Some(body(reader.field()?)),
         _ => return Err(StoreError::corrupt("invalid body flag")),
+    };
+    let trailers = match version {
+        VERSION_1 => None,
+        _ => match reader.u8()? {
+            0 => None,
+            1 => Some(fields(&mut reader, &value, "trailers")?),
+            _ => return Err(StoreError::corrupt("invalid trailers flag")),
+        },
     };
     if reader.at != bytes.len() {
         return Err(StoreError::corrupt("trailing bytes after record"));
@@ -94,7 +106,32 @@ fn parse(
         status,
         headers,
         body,
+        trailers,
     })
+}
+
+/// A field count, then each name and value (`what`: headers or trailers, for errors).
+fn fields(
+    reader: &mut Reader<'_>,
+    value: &impl Fn(Range<usize>) -> Option<HeaderValue>,
+    what: &str,
+) -> Result<HeaderMap, StoreError> {
+    let count = reader.u32()? as usize;
+    if count > MAX_HEADERS {
+        return Err(StoreError::corrupt(format!(
+            "{count} {what}, more than the {MAX_HEADERS} a record may hold"
+        )));
+    }
+    let mut map = HeaderMap::with_capacity(count.min(64));
+    for _ in 0..count {
+        let name = HeaderName::from_bytes(&reader.bytes[reader.field()?])
+            .map_err(|_| StoreError::corrupt(format!("invalid name in {what}")))?;
+        let value = value(reader.field()?)
+            .ok_or_else(|| StoreError::corrupt(format!("invalid value in {what}")))?;
+        map.try_append(name, value)
+            .map_err(|_| StoreError::corrupt(format!("too many {what}")))?;
+    }
+    Ok(map)
 }
 
 fn len_u32(len: usize) -> u32 {
@@ -157,15 +194,32 @@ mod tests {
         headers.insert("content-type", HeaderValue::from_static("application/json"));
         headers.append("x-multi", HeaderValue::from_static("a"));
         headers.append("x-multi", HeaderValue::from_static("b"));
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        trailers.append("x-sum", HeaderValue::from_static("1"));
+        trailers.append("x-sum", HeaderValue::from_static("2"));
         StoredResponse {
             status: StatusCode::CREATED,
             headers,
             body: Some(Bytes::from_static(b"{\"id\":1}")),
+            trailers: Some(trailers),
         }
     }
 
-    /// Bytes written by format version 1. If this test fails, records already in users'
-    /// Redis and PostgreSQL would no longer decode: add a new version instead.
+    /// Bytes written by format version 2, the current one. If this test fails, records
+    /// already in users' Redis and PostgreSQL would no longer decode: add a new version
+    /// instead.
+    const V2_FIXTURE: &[u8] = b"\x02\x00\xc9\x00\x00\x00\x03\
+\x00\x00\x00\x0ccontent-type\x00\x00\x00\x10application/json\
+\x00\x00\x00\x07x-multi\x00\x00\x00\x01a\
+\x00\x00\x00\x07x-multi\x00\x00\x00\x01b\
+\x01\x00\x00\x00\x08{\"id\":1}\
+\x01\x00\x00\x00\x03\
+\x00\x00\x00\x0bgrpc-status\x00\x00\x00\x010\
+\x00\x00\x00\x05x-sum\x00\x00\x00\x011\
+\x00\x00\x00\x05x-sum\x00\x00\x00\x012";
+
+    /// Bytes written by format version 1 (no trailers), which is still read.
     const V1_FIXTURE: &[u8] = b"\x01\x00\xc9\x00\x00\x00\x03\
 \x00\x00\x00\x0ccontent-type\x00\x00\x00\x10application/json\
 \x00\x00\x00\x07x-multi\x00\x00\x00\x01a\
@@ -173,9 +227,21 @@ mod tests {
 \x01\x00\x00\x00\x08{\"id\":1}";
 
     #[test]
-    fn version_1_fixture_decodes_and_encodes_identically() {
-        assert_eq!(decode(V1_FIXTURE).unwrap(), sample());
-        assert_eq!(encode(&sample()), V1_FIXTURE);
+    fn version_2_fixture_decodes_and_encodes_identically() {
+        assert_eq!(decode(V2_FIXTURE).unwrap(), sample());
+        assert_eq!(encode(&sample()), V2_FIXTURE);
+    }
+
+    #[test]
+    fn version_1_records_still_decode_without_trailers() {
+        let without = StoredResponse {
+            trailers: None,
+            ..sample()
+        };
+        assert_eq!(decode(V1_FIXTURE).unwrap(), without);
+        // Written again, it is written in the current version.
+        assert_eq!(encode(&without)[0], FORMAT_VERSION);
+        assert_eq!(decode(&encode(&without)).unwrap(), without);
     }
 
     #[test]
@@ -185,6 +251,17 @@ mod tests {
             ..sample()
         };
         assert_eq!(decode(&encode(&response)).unwrap(), response);
+    }
+
+    #[test]
+    fn no_trailers_and_empty_trailers_stay_apart() {
+        for trailers in [None, Some(HeaderMap::new())] {
+            let response = StoredResponse {
+                trailers,
+                ..sample()
+            };
+            assert_eq!(decode(&encode(&response)).unwrap(), response);
+        }
     }
 
     #[test]
@@ -198,7 +275,7 @@ mod tests {
 
     #[test]
     fn foreign_and_future_values_are_errors() {
-        for bad in [&b"hello world"[..], b"\x02\x00\xc8", b"{\"status\":200}"] {
+        for bad in [&b"hello world"[..], b"\x03\x00\xc8", b"{\"status\":200}"] {
             assert_eq!(decode(bad).unwrap_err().kind(), StoreErrorKind::Corrupt);
         }
         let mut trailing = encode(&sample());
@@ -219,7 +296,7 @@ mod tests {
             bytes.push(b'x');
             bytes.extend_from_slice(&0u32.to_be_bytes());
         }
-        bytes.push(0);
+        bytes.extend_from_slice(&[0, 0]);
         let err = decode(&bytes).unwrap_err();
         assert_eq!(err.kind(), StoreErrorKind::Corrupt);
         assert!(err.to_string().contains("headers"), "{err}");
@@ -231,8 +308,22 @@ mod tests {
             at_bound.push(b'x');
             at_bound.extend_from_slice(&0u32.to_be_bytes());
         }
-        at_bound.push(0);
+        at_bound.extend_from_slice(&[0, 0]);
         assert_eq!(decode(&at_bound).unwrap().headers.len(), MAX_HEADERS);
+    }
+
+    #[test]
+    fn a_record_claiming_too_many_trailers_is_refused_not_a_panic() {
+        let mut bytes = encode(&StoredResponse {
+            trailers: None,
+            ..sample()
+        });
+        bytes.pop();
+        bytes.push(1);
+        bytes.extend_from_slice(&(MAX_HEADERS as u32 + 1).to_be_bytes());
+        let err = decode(&bytes).unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Corrupt);
+        assert!(err.to_string().contains("trailers"), "{err}");
     }
 
     proptest::proptest! {

@@ -220,17 +220,23 @@ pub struct StoredResponse {
     /// The original body, byte for byte; `None` when it was larger than the layer's
     /// `max_response_body` and so was delivered once and not kept.
     pub body: Option<Bytes>,
+    /// The trailers that followed the body (a gRPC answer's `grpc-status` travels here),
+    /// byte for byte; `None` when the body ended without any.
+    pub trailers: Option<HeaderMap>,
 }
 
 impl StoredResponse {
-    /// How many bytes the response holds (headers and body), for size accounting.
+    /// How many bytes the response holds (headers, body and trailers), for size
+    /// accounting.
     pub fn size(&self) -> usize {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len())
-            .sum();
-        headers + self.body.as_ref().map_or(0, Bytes::len)
+        let fields = |map: &HeaderMap| -> usize {
+            map.iter()
+                .map(|(name, value)| name.as_str().len() + value.len())
+                .sum()
+        };
+        fields(&self.headers)
+            + self.body.as_ref().map_or(0, Bytes::len)
+            + self.trailers.as_ref().map_or(0, fields)
     }
 }
 

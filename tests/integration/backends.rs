@@ -262,24 +262,33 @@ pub(crate) async fn unreadable_records_are_500<B: Backend>(url: &str) {
     );
 }
 
-/// A record written in the current format, byte for byte, still reads back.
+/// A record written in the current format (response version 2, with trailers), byte for
+/// byte, still reads back; so does one of the first format (version 1, no trailers).
 pub(crate) async fn current_format_records_decode<B: Backend>(url: &str) {
+    const V2_RESPONSE: &[u8] = b"\x02\x00\xc9\x00\x00\x00\x01\
+\x00\x00\x00\x0ccontent-type\x00\x00\x00\x10application/json\
+\x01\x00\x00\x00\x08{\"id\":1}\
+\x01\x00\x00\x00\x01\x00\x00\x00\x0bgrpc-status\x00\x00\x00\x010";
     const V1_RESPONSE: &[u8] = b"\x01\x00\xc9\x00\x00\x00\x01\
 \x00\x00\x00\x0ccontent-type\x00\x00\x00\x10application/json\
 \x01\x00\x00\x00\x08{\"id\":1}";
     let store = store::<B>(url).await;
-    let key = RecordKey::new("idem", "", &unique("v2"));
-    let mut fingerprint = [7; 64];
-    fingerprint[32..].fill(9);
-    B::put_record(url, &key, &fingerprint, V1_RESPONSE).await;
-    let record = store.get(&key).await.unwrap().expect("record");
-    assert_eq!(record.fingerprint, Fingerprint::new([7; 32], [9; 32]));
-    let RecordState::Completed(response) = record.state else {
-        panic!("completed record")
-    };
-    assert_eq!(response.status, StatusCode::CREATED);
-    assert_eq!(response.headers["content-type"], "application/json");
-    assert_eq!(response.body.as_deref(), Some(&b"{\"id\":1}"[..]));
+    for (bytes, trailers) in [(V2_RESPONSE, Some("0")), (V1_RESPONSE, None)] {
+        let key = RecordKey::new("idem", "", &unique("v2"));
+        let mut fingerprint = [7; 64];
+        fingerprint[32..].fill(9);
+        B::put_record(url, &key, &fingerprint, bytes).await;
+        let record = store.get(&key).await.unwrap().expect("record");
+        assert_eq!(record.fingerprint, Fingerprint::new([7; 32], [9; 32]));
+        let RecordState::Completed(response) = record.state else {
+            panic!("completed record")
+        };
+        assert_eq!(response.status, StatusCode::CREATED);
+        assert_eq!(response.headers["content-type"], "application/json");
+        assert_eq!(response.body.as_deref(), Some(&b"{\"id\":1}"[..]));
+        let status = response.trailers.as_ref().map(|t| t["grpc-status"].clone());
+        assert_eq!(status.as_ref().map(|v| v.to_str().unwrap()), trailers);
+    }
 }
 
 /// Instantiates every backend check, and the conformance suite, for one backend.

@@ -395,6 +395,7 @@ async fn the_memory_store_takes_any_duration_without_panicking() {
         status: StatusCode::OK,
         headers: Default::default(),
         body: Some(Bytes::from_static(b"ok")),
+        trailers: None,
     };
     store
         .complete(&key, &token, &response, Duration::MAX)

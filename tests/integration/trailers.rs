@@ -1,5 +1,5 @@
 //! Trailers through the layer: a request's trailers reach the handler after its
-//! (buffered) body.
+//! (buffered) body; a response's trailers are recorded and replayed after its body.
 
 use axum::{
     body::{Body, Bytes},
@@ -7,9 +7,16 @@ use axum::{
     routing::post,
     Router,
 };
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
+};
+
+use axum::{extract::State, response::Response};
 use futures_util::stream;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
+use tower::ServiceExt;
 use tower_idempotency::{IdempotencyLayer, MemoryStore, Outcome};
 
 use crate::support::send;
@@ -57,4 +64,69 @@ async fn request_trailers_reach_the_handler() {
     // The retry is replayed: the trailers are not part of the fingerprint.
     let retry = send(&app, with_trailer(Some("up-1"))).await;
     assert!(retry.replayed());
+}
+
+/// Answers a body, then trailers (two values of one name, a binary value), counting its
+/// runs.
+async fn with_trailers(State(runs): State<Arc<AtomicUsize>>) -> Response {
+    let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", "0".parse().unwrap());
+    trailers.append("x-digest", format!("run-{run}").parse().unwrap());
+    trailers.append(
+        "x-digest",
+        axum::http::HeaderValue::from_bytes(b"\xfeopaque").unwrap(),
+    );
+    let frames = vec![
+        Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"created"))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    Response::builder()
+        .status(StatusCode::CREATED)
+        .body(Body::new(StreamBody::new(stream::iter(frames))))
+        .unwrap()
+}
+
+/// The body, the trailers and the outcome of one call.
+async fn call(app: &Router, key: &str) -> (Bytes, Option<HeaderMap>, Option<Outcome>) {
+    let request = Request::post("/create")
+        .header("idempotency-key", key)
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let outcome = response.extensions().get::<Outcome>().copied();
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned();
+    (collected.to_bytes(), trailers, outcome)
+}
+
+#[tokio::test]
+async fn response_trailers_are_recorded_and_replayed_byte_for_byte() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let app = Router::new()
+        .route("/create", post(with_trailers))
+        .with_state(Arc::clone(&runs))
+        .layer(IdempotencyLayer::new(MemoryStore::new()));
+    let (body, first, outcome) = call(&app, "tr-1").await;
+    assert_eq!(outcome, Some(Outcome::Fresh));
+    assert_eq!(body, "created");
+    let first = first.expect("the first caller gets the trailers");
+    let digests: Vec<_> = first
+        .get_all("x-digest")
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    assert_eq!(digests, [&b"run-1"[..], &b"\xfeopaque"[..]]);
+    for _ in 0..2 {
+        let (body, replayed, outcome) = call(&app, "tr-1").await;
+        assert_eq!(outcome, Some(Outcome::Replayed));
+        assert_eq!(body, "created");
+        assert_eq!(
+            replayed.as_ref(),
+            Some(&first),
+            "the same trailers, in order"
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
 }

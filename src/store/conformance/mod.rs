@@ -55,8 +55,8 @@ pub fn unique_key() -> RecordKey {
     RecordKey::new("conformance", &uuid::Uuid::new_v4().to_string(), "key")
 }
 
-/// A response with binary-unsafe content: repeated headers, a non-UTF-8 header value, and
-/// every byte value in the body.
+/// A response with binary-unsafe content: repeated headers, a non-UTF-8 header value,
+/// every byte value in the body, and trailers (a gRPC status among them).
 pub fn sample_response() -> StoredResponse {
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -69,12 +69,20 @@ pub fn sample_response() -> StoredResponse {
         "x-opaque",
         HeaderValue::from_bytes(&[0x80, 0xfe, b'a']).expect("opaque value"),
     );
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    trailers.append("x-checksum", HeaderValue::from_static("a1"));
+    trailers.append(
+        "x-checksum",
+        HeaderValue::from_bytes(&[0xff, b'2']).expect("opaque"),
+    );
     StoredResponse {
         status: StatusCode::CREATED,
         headers,
         body: Some(Bytes::from(
             (0..=255u8).cycle().take(1000).collect::<Vec<_>>(),
         )),
+        trailers: Some(trailers),
     }
 }
 

@@ -323,6 +323,7 @@ mod tests {
             status: StatusCode::CREATED,
             headers: HeaderMap::new(),
             body: Some(Bytes::from(vec![b'x'; body_len])),
+            trailers: None,
         }
     }
 
