@@ -270,6 +270,9 @@ pub struct Record {
 
 /// The state of a live record.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Held inline, as `Begin::Completed` holds it: `get` is an inspection call, off the
+// request path, and a box would only make matching on it clumsier.
+#[allow(clippy::large_enum_variant)]
 pub enum RecordState {
     /// Claimed, and the claim's lease has not expired.
     InFlight,

@@ -115,7 +115,7 @@ async fn response_trailers_are_recorded_and_replayed_byte_for_byte() {
     let digests: Vec<_> = first
         .get_all("x-digest")
         .iter()
-        .map(|v| v.as_bytes())
+        .map(axum::http::HeaderValue::as_bytes)
         .collect();
     assert_eq!(digests, [&b"run-1"[..], &b"\xfeopaque"[..]]);
     for _ in 0..2 {
