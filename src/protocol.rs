@@ -35,6 +35,11 @@ pub const REPLAY_MARKERS: [HeaderName; 3] = [
     X_IDEMPOTENT_REPLAYED,
 ];
 
+/// `Idempotency-Problem`: on a gRPC call the layer refuses, the problem's `type` URI (the
+/// call's status says what to do; this says which of the layer's problems it is, so a
+/// client can tell "in progress" from its server's own `UNAVAILABLE`).
+pub const IDEMPOTENCY_PROBLEM: HeaderName = HeaderName::from_static("idempotency-problem");
+
 /// The media type of every error the layer answers itself (RFC 9457).
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -117,6 +122,43 @@ impl ProblemType {
             Self::OutcomeUnknown => "outcome-unknown",
             Self::RecordUnreadable => "record-unreadable",
             Self::NotIntercepted => "not-intercepted",
+        }
+    }
+
+    /// The gRPC status code a protected gRPC call is answered with for this problem (as
+    /// `tonic::Code` numbers it): only `in-progress`, `store-unavailable` and
+    /// `body-unreadable`, where nothing ran or the first call is still running, are
+    /// `UNAVAILABLE`, the code retry policies retry.
+    ///
+    /// | problem | code |
+    /// |---|---|
+    /// | `invalid-key`, `invalid-json` | `INVALID_ARGUMENT` (3) |
+    /// | `body-too-large` | `RESOURCE_EXHAUSTED` (8), as gRPC answers a message over its limit |
+    /// | `body-unreadable`, `in-progress`, `store-unavailable` | `UNAVAILABLE` (14) |
+    /// | `conflict` | `FAILED_PRECONDITION` (9) |
+    /// | `other-credentials` | `PERMISSION_DENIED` (7) |
+    /// | `response-not-stored` | `ALREADY_EXISTS` (6) |
+    /// | `outcome-unknown` | `UNKNOWN` (2) |
+    /// | `record-unreadable` | `DATA_LOSS` (15) |
+    /// | `not-intercepted` | `INTERNAL` (13) |
+    ///
+    /// ```
+    /// use tower_idempotency::protocol::ProblemType;
+    ///
+    /// assert_eq!(ProblemType::InProgress.grpc_code(), 14);
+    /// assert_eq!(ProblemType::Conflict.grpc_code(), 9);
+    /// ```
+    pub const fn grpc_code(self) -> i32 {
+        match self {
+            Self::InvalidKey | Self::InvalidJson => 3,
+            Self::BodyTooLarge => 8,
+            Self::BodyUnreadable | Self::InProgress | Self::StoreUnavailable => 14,
+            Self::Conflict => 9,
+            Self::OtherCredentials => 7,
+            Self::ResponseNotStored => 6,
+            Self::OutcomeUnknown => 2,
+            Self::RecordUnreadable => 15,
+            Self::NotIntercepted => 13,
         }
     }
 

@@ -10,6 +10,7 @@ use tracing::Span;
 
 use super::{
     choices::HandlerFailure,
+    grpc::Protocol,
     idempotency_key::IdempotencyKey,
     outcome::Outcome,
     problem::Problem,
@@ -37,6 +38,8 @@ pub(crate) struct Claim<St: IdempotencyStore> {
     key: RecordKey,
     token: LockToken,
     span: Span,
+    /// How the request speaks: the answer recorded for a failed handler is in its terms.
+    protocol: Protocol,
     settled: bool,
     /// The handler has run to its end: never release on drop.
     ran: bool,
@@ -50,6 +53,7 @@ impl<St: IdempotencyStore> Claim<St> {
         key: RecordKey,
         token: LockToken,
         span: Span,
+        protocol: Protocol,
     ) -> Self {
         shared.in_flight.enter();
         Self {
@@ -57,6 +61,7 @@ impl<St: IdempotencyStore> Claim<St> {
             key,
             token,
             span,
+            protocol,
             settled: false,
             ran: false,
             handle: None,
@@ -85,6 +90,11 @@ impl<St: IdempotencyStore> Claim<St> {
     /// recording), the claim keeps the key in flight rather than release it.
     pub(crate) fn mark_ran(&mut self) {
         self.ran = true;
+    }
+
+    /// How the request speaks.
+    pub(crate) fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     /// What the layer shares.
@@ -132,7 +142,7 @@ impl<St: IdempotencyStore> Claim<St> {
                 // future), the key must not be freed by it.
                 self.ran = true;
                 let (mut parts, body) = Problem::OutcomeUnknown
-                    .render(&self.shared.config)
+                    .render(&self.shared.config, self.protocol)
                     .into_parts();
                 if self.shared.config.advertise_expiry {
                     advertise_expiry(&mut parts.headers, self.shared.config.ttl);
@@ -263,6 +273,7 @@ impl<St: IdempotencyStore> Claim<St> {
             self.key.clone(),
             self.token,
             self.span.clone(),
+            self.protocol,
         );
         handoff.ran = true;
         handoff

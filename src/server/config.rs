@@ -8,6 +8,7 @@ use http::{request::Parts, HeaderName, Method, Response, StatusCode};
 use super::{
     choices::{ConflictStatus, HandlerFailure},
     defaults,
+    grpc::GrpcMethods,
     json_body::Pointer,
     key_source::KeySource,
     problem_details::ProblemDetails,
@@ -35,6 +36,8 @@ pub(crate) struct Config {
     /// Whether the body is parsed as JSON (for the key or the fingerprint): derived.
     pub(crate) reads_json: bool,
     pub(crate) methods: Vec<Method>,
+    /// The gRPC methods protected (unary calls); every other gRPC call passes through.
+    pub(crate) grpc_methods: GrpcMethods,
     pub(crate) require_key: bool,
     pub(crate) conflict_status: ConflictStatus,
     pub(crate) ttl: Duration,
@@ -76,6 +79,7 @@ impl Default for Config {
             intercepts_without_header: false,
             reads_json: false,
             methods: defaults::METHODS.to_vec(),
+            grpc_methods: GrpcMethods::None,
             require_key: defaults::REQUIRE_KEY,
             conflict_status: defaults::CONFLICT_STATUS,
             ttl: defaults::TTL,

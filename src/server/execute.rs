@@ -5,7 +5,7 @@ use std::{panic::AssertUnwindSafe, sync::Arc};
 
 use futures_util::FutureExt;
 use http::{Request, Response};
-use tracing::{Instrument, Span};
+use tracing::Instrument;
 
 use super::{
     body::{RequestBody, ResponseBody},
@@ -13,24 +13,21 @@ use super::{
     buffer::{read_response, ReadResponse},
     claim::Claim,
     detach::Detaching,
+    grpc::{self, Protocol},
     idempotency_key::{Completed, IdempotencyKey},
     not_executed::NotExecuted,
     outcome::Outcome,
-    shared::Shared,
 };
-use crate::store::{IdempotencyStore, LockToken, RecordKey};
+use crate::store::IdempotencyStore;
 
-/// Runs the claimed request to its end and records the outcome. With `run_to_completion`,
-/// a client that disconnects cancels only its wait: the work goes on, on a task of its
-/// own, to finish the write and record it.
+/// Runs the request `claim` holds to its end and records the outcome. With
+/// `run_to_completion`, a client that disconnects cancels only its wait: the work goes on,
+/// on a task of its own, to finish the write and record it.
 pub(crate) async fn execute<S, St, ReqBody, ResBody>(
     inner: S,
-    shared: Arc<Shared<St>>,
     req: Request<RequestBody<ReqBody>>,
-    key: RecordKey,
-    token: LockToken,
+    claim: Claim<St>,
     handle: IdempotencyKey,
-    span: Span,
 ) -> Result<Response<ResponseBody<ResBody>>, S::Error>
 where
     S: Inner<ReqBody, ResBody>,
@@ -38,8 +35,8 @@ where
     ReqBody: Send + 'static,
     ResBody: OutBody,
 {
-    let run_to_completion = shared.config.run_to_completion;
-    let claim = Claim::new(shared, key, token, span).watching(handle.clone());
+    let run_to_completion = claim.shared().config.run_to_completion;
+    let claim = claim.watching(handle.clone());
     // Boxed here, not held inline: the work is the largest part of the request's future,
     // and inline it would be copied each time the future moves (into the layer's box).
     let work = Box::pin(run_and_record(inner, req, claim, handle).in_current_span());
@@ -54,16 +51,24 @@ where
 enum Ran<B: http_body::Body> {
     /// Nothing to record: released and passed on as it streams, with this outcome.
     Release(Outcome, Response<B>),
+    /// A gRPC answer read whole, whose trailers say "not done": released, then given as
+    /// it was read.
+    ReleaseRead(http::response::Parts, bytes::Bytes, http::HeaderMap),
     /// The handler completed the record in its own transaction, and committed.
     Committed(http::Extensions),
     Read(http::response::Parts, ReadResponse<B>),
 }
 
-/// Whether the inner service's response says "not done, release": a transient status, or
-/// the answer of a nested idempotency layer on another store that did not run the
-/// handler (an in-progress `409` there must not be recorded here and replayed after the
-/// request finished; a replay there is that store's to give).
-fn released<B>(config: &super::config::Config, response: &Response<B>) -> Option<Outcome> {
+/// Whether the inner service's response says "not done, release": a transient status (or,
+/// to a gRPC call, a transient status in a trailers-only answer's headers), or the answer
+/// of a nested idempotency layer on another store that did not run the handler (an
+/// in-progress `409` there must not be recorded here and replayed after the request
+/// finished; a replay there is that store's to give).
+fn released<B>(
+    config: &super::config::Config,
+    protocol: Protocol,
+    response: &Response<B>,
+) -> Option<Outcome> {
     if NotExecuted::is_marked(response) {
         return Some(Outcome::NotExecuted);
     }
@@ -73,10 +78,10 @@ fn released<B>(config: &super::config::Config, response: &Response<B>) -> Option
         Some(Outcome::Fresh | Outcome::HandlerFailed | Outcome::StoreError) | None => {}
         Some(&nested) => return Some(nested),
     }
-    config
-        .transient_statuses
-        .contains(&response.status())
-        .then_some(Outcome::Released)
+    let transient = &config.transient_statuses;
+    (transient.contains(&response.status())
+        || protocol == Protocol::Grpc && grpc::is_transient(transient, response.headers()))
+    .then_some(Outcome::Released)
 }
 
 async fn run_and_record<S, St, ReqBody, ResBody>(
@@ -91,18 +96,30 @@ where
     ResBody: OutBody,
 {
     let config = Arc::clone(&claim.shared().config);
+    let protocol = claim.protocol();
     let run = async {
         let response = inner.call(req).await?;
         // A committed completion is what the store holds: it wins over the answer.
         if handle.completed().is_some() {
             return Ok(Ran::Committed(response.into_parts().0.extensions));
         }
-        if let Some(outcome) = released(&config, &response) {
+        if let Some(outcome) = released(&config, protocol, &response) {
             return Ok(Ran::Release(outcome, response));
         }
         let (parts, body) = response.into_parts();
         let read = read_response(body, config.max_response_body).await;
-        Ok(Ran::Read(parts, read))
+        // A gRPC call's outcome is in the trailers after its message.
+        match read {
+            ReadResponse::Complete {
+                body,
+                trailers: Some(trailers),
+            } if protocol == Protocol::Grpc
+                && grpc::is_transient(&config.transient_statuses, &trailers) =>
+            {
+                Ok(Ran::ReleaseRead(parts, body, trailers))
+            }
+            read => Ok(Ran::Read(parts, read)),
+        }
     };
     // A panic is caught to settle the claim (the write may have happened), then resumed.
     let ran = claim.renewing(AssertUnwindSafe(run).catch_unwind()).await;
@@ -126,6 +143,11 @@ where
         Ok(Ok(Ran::Release(outcome, response))) => {
             claim.release().await;
             return Ok(claim.finish(outcome, response.map(ResponseBody::streaming)));
+        }
+        Ok(Ok(Ran::ReleaseRead(parts, body, trailers))) => {
+            claim.release().await;
+            let body = ResponseBody::held(body, None, None, Some(trailers));
+            return Ok(claim.finish(Outcome::Released, Response::from_parts(parts, body)));
         }
         Ok(Ok(Ran::Committed(extensions))) => {
             claim.settle_committed();

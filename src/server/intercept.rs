@@ -10,9 +10,10 @@ use super::{
     body::{RequestBody, ResponseBody},
     bounds::{InBody, Inner, OutBody},
     buffer::buffer_request,
-    claim::clean_up_lost_claim,
+    claim::{clean_up_lost_claim, Claim},
     execute::execute,
     fingerprint::{self, Credentials},
+    grpc::Protocol,
     idempotency_key::IdempotencyKey,
     json_body::Json,
     key::{self, KeyError},
@@ -35,13 +36,15 @@ pub(crate) struct Claimant {
 }
 
 /// Takes an intercepted request from its key to its answer: a refusal, a replay, or the
-/// inner service run under a claim.
+/// inner service run under a claim. A gRPC call's key is read from its metadata (the key
+/// header), never from its (protobuf) body, and its refusals are gRPC statuses.
 pub(crate) async fn intercept<S, St, ReqBody, ResBody>(
     mut inner: S,
     shared: Arc<Shared<St>>,
     req: Request<ReqBody>,
     claimant: Claimant,
     span: Span,
+    protocol: Protocol,
 ) -> Result<Response<ResponseBody<ResBody>>, S::Error>
 where
     S: Inner<ReqBody, ResBody>,
@@ -51,12 +54,16 @@ where
 {
     let config = &*shared.config;
     let (parts, body) = req.into_parts();
+    let key_source = match protocol {
+        Protocol::Http => &config.key_source,
+        Protocol::Grpc => &KeySource::Header,
+    };
     // A header key is read before the body: a request without one is refused at once.
-    let header_key = match config.key_source {
+    let header_key = match key_source {
         KeySource::Header => match key::extract(&parts.headers, &config.header_name) {
             Ok(Some(key)) => Some(key),
-            Ok(None) => return Ok(invalid_key(&shared, &span, KeyError::Missing)),
-            Err(err) => return Ok(invalid_key(&shared, &span, err)),
+            Ok(None) => return Ok(invalid_key(&shared, &span, protocol, KeyError::Missing)),
+            Err(err) => return Ok(invalid_key(&shared, &span, protocol, err)),
         },
         _ => None,
     };
@@ -64,26 +71,26 @@ where
     let (body, trailers) = match buffer_request(body, &parts.headers, config.max_request_body).await
     {
         Ok(read) => read,
-        Err(problem) => return Ok(shared.refuse(&span, problem)),
+        Err(problem) => return Ok(shared.refuse(&span, protocol, problem)),
     };
     // An empty body holds no JSON (and no key): it is fingerprinted as it is.
-    let json = if config.reads_json && !body.is_empty() {
+    let json = if config.reads_json && protocol == Protocol::Http && !body.is_empty() {
         match Json::parse(&body) {
             Ok(json) => Some(json),
-            Err(why) => return Ok(shared.refuse(&span, Problem::InvalidJson(why))),
+            Err(why) => return Ok(shared.refuse(&span, protocol, Problem::InvalidJson(why))),
         }
     } else {
         None
     };
     let found = match header_key {
         Some(key) => Ok(Some(Cow::Borrowed(key))),
-        None => body_route_key(config, &parts, &body, json.as_ref()),
+        None => body_route_key(config, key_source, &parts, &body, json.as_ref()),
     };
     let key = match found {
         Ok(Some(key)) => key,
         // No key anywhere: as a request without the header.
         Ok(None) if config.require_key => {
-            return Ok(invalid_key(&shared, &span, KeyError::Missing))
+            return Ok(invalid_key(&shared, &span, protocol, KeyError::Missing))
         }
         Ok(None) => {
             drop(json);
@@ -92,7 +99,7 @@ where
             let response = inner.call(req).await?;
             return Ok(response.map(ResponseBody::streaming));
         }
-        Err(err) => return Ok(invalid_key(&shared, &span, err)),
+        Err(err) => return Ok(invalid_key(&shared, &span, protocol, err)),
     };
     // The body as fingerprinted: its bytes, or its canonical JSON without the fields
     // left out.
@@ -165,7 +172,8 @@ where
             }
             let req =
                 Request::from_parts(parts, RequestBody::buffered_with_trailers(body, trailers));
-            execute(inner, shared, req, record_key, token, handle, span).await
+            let claim = Claim::new(shared, record_key, token, span, protocol);
+            execute(inner, req, claim, handle).await
         }
         Ok(Begin::Completed(mut stored)) => Ok(match stored.body.take() {
             Some(body) => shared.finish(
@@ -175,23 +183,26 @@ where
             ),
             None => shared.refuse(
                 &span,
+                protocol,
                 Problem::ResponseNotStored {
                     original: stored.status,
                 },
             ),
         }),
-        Ok(Begin::InProgress) => Ok(shared.refuse(&span, Problem::InProgress)),
+        Ok(Begin::InProgress) => Ok(shared.refuse(&span, protocol, Problem::InProgress)),
         // The same request under other credentials: a refreshed token, a rotated cookie, or
         // another caller. Never told to use a new key, which would run it twice.
         Ok(Begin::Conflict(stored)) if stored.request() == fingerprint.request() => Ok(shared
             .refuse(
                 &span,
+                protocol,
                 Problem::OtherCredentials {
                     status: config.conflict_status.status(),
                 },
             )),
         Ok(Begin::Conflict(_)) => Ok(shared.refuse(
             &span,
+            protocol,
             Problem::Conflict {
                 status: config.conflict_status.status(),
             },
@@ -200,7 +211,7 @@ where
             // Not an outage: retrying will not help, and the record may be a completed
             // one, so the request must not run either.
             tracing::error!(parent: &span, error = %err, key_hash = %fingerprint::key_hash(&record_key), "the store holds a record it cannot read; answering 500");
-            Ok(shared.refuse(&span, Problem::RecordUnreadable))
+            Ok(shared.refuse(&span, protocol, Problem::RecordUnreadable))
         }
         // Fail open on an outage only: a full store is not one, and running every new key
         // unprotected under a flood would let their retries run again.
@@ -232,7 +243,7 @@ where
         }
         Err(err) => {
             tracing::error!(parent: &span, error = %err, "idempotency store failed; answering 503");
-            Ok(shared.refuse(&span, Problem::StoreUnavailable))
+            Ok(shared.refuse(&span, protocol, Problem::StoreUnavailable))
         }
     }
 }
@@ -243,11 +254,12 @@ where
 /// when there is none anywhere.
 fn body_route_key<'a>(
     config: &super::config::Config,
+    key_source: &KeySource,
     parts: &'a http::request::Parts,
     body: &bytes::Bytes,
     json: Option<&Json>,
 ) -> Result<Option<Cow<'a, str>>, KeyError> {
-    let raw = match &config.key_source {
+    let raw = match key_source {
         KeySource::Header => None,
         KeySource::Json(field) => match json.and_then(|json| field.get(json)) {
             None => None,
@@ -268,10 +280,14 @@ fn body_route_key<'a>(
 fn invalid_key<St, B: http_body::Body>(
     shared: &Shared<St>,
     span: &Span,
+    protocol: Protocol,
     err: KeyError,
 ) -> Response<ResponseBody<B>> {
-    let place = Some(Arc::clone(&shared.config.key_place));
-    shared.refuse(span, Problem::InvalidKey(err, place))
+    let place = match protocol {
+        Protocol::Http => Arc::clone(&shared.config.key_place),
+        Protocol::Grpc => Arc::from(format!("the {} metadata", shared.config.header_name)),
+    };
+    shared.refuse(span, protocol, Problem::InvalidKey(err, Some(place)))
 }
 
 /// A claim that failed may still have landed (the store ran it, its reply was lost, or the

@@ -41,6 +41,11 @@ enum Why {
         max: Duration,
     },
     Invalid(&'static str),
+    /// One value of a list, refused.
+    InvalidValue {
+        value: String,
+        why: &'static str,
+    },
 }
 
 impl ConfigError {
@@ -56,6 +61,17 @@ impl ConfigError {
             why: Why::Invalid(why),
         }
     }
+
+    /// The value `value` of `knob` refused for the reason `why`.
+    pub(crate) fn invalid_value(knob: &'static str, value: &str, why: &'static str) -> Self {
+        Self {
+            knob,
+            why: Why::InvalidValue {
+                value: value.to_owned(),
+                why,
+            },
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -67,6 +83,7 @@ impl fmt::Display for ConfigError {
                 self.knob
             ),
             Why::Invalid(why) => write!(f, "{}: {why}", self.knob),
+            Why::InvalidValue { value, why } => write!(f, "{}: {value:?}: {why}", self.knob),
         }
     }
 }

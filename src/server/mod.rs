@@ -25,6 +25,8 @@ mod detach;
 mod execute;
 mod fingerprint;
 mod future;
+mod grpc;
+mod grpc_methods;
 #[cfg(feature = "postgres")]
 pub(crate) mod handler_record;
 mod idempotency_key;

@@ -6,7 +6,13 @@ use bytes::Bytes;
 
 use http::{Response, StatusCode};
 
-use super::{config::Config, key::KeyError, outcome::Outcome, problem_details::ProblemDetails};
+use super::{
+    config::Config,
+    grpc::{self, Protocol},
+    key::KeyError,
+    outcome::Outcome,
+    problem_details::ProblemDetails,
+};
 use crate::protocol::{ProblemType, PROBLEM_DOCS};
 
 /// A problem the layer answers instead of calling the inner service.
@@ -56,12 +62,16 @@ impl Problem {
         }
     }
 
-    /// The response as `config` renders it: the app's hook, or problem+json. Whatever the
-    /// hook answers, the status and `Retry-After` are the contract's (clients act on
-    /// them), and a hook that panics gets the default rendering: this answer may be the
-    /// record of a write that happened, and must be written.
-    pub(crate) fn render(self, config: &Config) -> Response<Bytes> {
-        let details = self.details(config.problem_docs.as_deref());
+    /// The response as `config` renders it: the app's hook, or problem+json; to a gRPC
+    /// call, its gRPC status (the hook renders HTTP answers only). Whatever the hook
+    /// answers, the status and `Retry-After` are the contract's (clients act on them),
+    /// and a hook that panics gets the default rendering: this answer may be the record
+    /// of a write that happened, and must be written.
+    pub(crate) fn render(self, config: &Config, protocol: Protocol) -> Response<Bytes> {
+        let details = self.details_for(config.problem_docs.as_deref(), protocol);
+        if protocol == Protocol::Grpc {
+            return grpc::render(&details);
+        }
         let Some(hook) = &config.problem_response else {
             return details.to_response();
         };
@@ -89,6 +99,16 @@ impl Problem {
     /// What the app's hook is given: the problem, documented under `docs` (a base the
     /// problem type's slug is appended to; `None`: no link).
     pub(crate) fn details(self, docs: Option<&str>) -> ProblemDetails {
+        self.details_for(docs, Protocol::Http)
+    }
+
+    /// The problem, its detail worded for a client of `protocol` (where it says when to
+    /// retry, and what the first call was answered).
+    fn details_for(self, docs: Option<&str>, protocol: Protocol) -> ProblemDetails {
+        let wait = match protocol {
+            Protocol::Http => "Retry-After",
+            Protocol::Grpc => "the wait its grpc-retry-pushback-ms gives",
+        };
         let (status, kind, title, detail, retry_after) = match &self {
             Self::InvalidKey(err, header) => (
                 StatusCode::BAD_REQUEST,
@@ -151,18 +171,20 @@ impl Problem {
                 StatusCode::CONFLICT,
                 ProblemType::InProgress,
                 "Request with this idempotency key is in progress",
-                "the first request with this key has not finished; retry the same request \
-                 with the same key after Retry-After"
-                    .to_owned(),
+                format!(
+                    "the first request with this key has not finished; retry the same request \
+                     with the same key after {wait}"
+                ),
                 Some(1),
             ),
             Self::StoreUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 ProblemType::StoreUnavailable,
                 "Idempotency store unavailable",
-                "the request was not processed because its key could not be recorded; retry \
-                 the same request with the same key after Retry-After"
-                    .to_owned(),
+                format!(
+                    "the request was not processed because its key could not be recorded; \
+                     retry the same request with the same key after {wait}"
+                ),
                 Some(2),
             ),
             Self::ResponseNotStored { original } => (
@@ -170,10 +192,14 @@ impl Problem {
                 ProblemType::ResponseNotStored,
                 "Request already processed; response not available",
                 format!(
-                    "the request with this key was already processed with status {}, but its \
-                     response could not be kept (too large, the store full, or its body failed \
-                     while it was sent) and cannot be replayed; it will not run again",
-                    original.as_u16()
+                    "the request with this key was already processed{}, but its response \
+                     could not be kept (too large, the store full, or its body failed while \
+                     it was sent) and cannot be replayed; it will not run again",
+                    match protocol {
+                        Protocol::Http => format!(" with status {}", original.as_u16()),
+                        // Its HTTP status is always 200; its gRPC status came after the body.
+                        Protocol::Grpc => String::new(),
+                    }
                 ),
                 None,
             ),

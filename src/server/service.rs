@@ -7,7 +7,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body::Body;
 use tower_service::Service;
 use tracing::Instrument;
@@ -15,6 +15,7 @@ use tracing::Instrument;
 use super::{
     body::{RequestBody, ResponseBody},
     future::ResponseFuture,
+    grpc::{self, Protocol},
     idempotency_key::IdempotencyKey,
     intercept::{intercept, Claimant},
     shared::Shared,
@@ -95,16 +96,25 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let config = &self.shared.config;
+        let keyed = req.headers().contains_key(&config.header_name);
         // A route keyed by its body reads every body; one keyed by the header, only
         // those of requests that carry it (or must).
-        let intercepted = config.methods.contains(req.method())
-            && (config.intercepts_without_header
-                || req.headers().contains_key(&config.header_name));
-        if !intercepted {
+        let as_http =
+            config.methods.contains(req.method()) && (config.intercepts_without_header || keyed);
+        // A gRPC call (a POST) is protected only on a method named as unary, its key in
+        // the metadata; any other passes through untouched, streaming calls among them.
+        let maybe_grpc = as_http || (config.grpc_methods.any() && req.method() == Method::POST);
+        let protocol = if maybe_grpc && grpc::is_grpc(req.headers()) {
+            (config.grpc_methods.protects(req.uri().path()) && (config.require_key || keyed))
+                .then_some(Protocol::Grpc)
+        } else {
+            as_http.then_some(Protocol::Http)
+        };
+        let Some(protocol) = protocol else {
             return ResponseFuture::passed_through(
                 self.inner.call(req.map(RequestBody::streaming)),
             );
-        }
+        };
         // `poll_ready` readied `self.inner`; the clone left behind may not be ready. Take
         // the ready one into the future, which calls it only after awaits (body, store).
         let clone = self.inner.clone();
@@ -131,7 +141,8 @@ where
             path = req.uri().path(),
             outcome = tracing::field::Empty,
         );
-        let future = intercept(inner, Arc::clone(&self.shared), req, claimant, span.clone());
+        let shared = Arc::clone(&self.shared);
+        let future = intercept(inner, shared, req, claimant, span.clone(), protocol);
         ResponseFuture::intercepted(Box::pin(future.instrument(span)))
     }
 }

@@ -11,6 +11,7 @@ use tracing::Span;
 use super::{
     body::ResponseBody,
     config::Config,
+    grpc::Protocol,
     in_flight::InFlight,
     outcome::{Metrics, Outcome},
     problem::Problem,
@@ -46,10 +47,12 @@ impl<St> Shared<St> {
         response
     }
 
-    /// Answers `problem` instead of calling the inner service.
+    /// Answers `problem` instead of calling the inner service, as a client of `protocol`
+    /// reads it.
     pub(crate) fn refuse<B: Body>(
         &self,
         span: &Span,
+        protocol: Protocol,
         problem: Problem,
     ) -> Response<ResponseBody<B>> {
         tracing::debug!(parent: span, ?problem, "refused");
@@ -57,7 +60,9 @@ impl<St> Shared<St> {
         self.finish(
             span,
             outcome,
-            problem.render(&self.config).map(ResponseBody::full),
+            problem
+                .render(&self.config, protocol)
+                .map(ResponseBody::full),
         )
     }
 
