@@ -33,7 +33,7 @@ pub const CREATE_ORDER: &str = "/orders.v1.Orders/CreateOrder";
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct CreateOrderRequest {
     /// What is ordered: `flaky` fails with `UNAVAILABLE` on its first run, `gated` waits
-    /// for the service's gate.
+    /// for the service's gate, `crash` makes the handler panic.
     #[prost(string, tag = "1")]
     pub item: String,
     /// How many; 0 is refused with `INVALID_ARGUMENT`.
@@ -111,6 +111,7 @@ impl orders::orders_server::Orders for Orders {
     ) -> Result<Response<Order>, Status> {
         self.runs.fetch_add(1, Ordering::SeqCst);
         let request = request.into_inner();
+        assert!(request.item != "crash", "the handler crashed");
         if request.quantity == 0 {
             return Err(Status::invalid_argument("quantity must be at least 1"));
         }

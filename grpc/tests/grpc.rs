@@ -153,6 +153,33 @@ async fn an_error_status_is_recorded_and_replayed() {
 }
 
 #[tokio::test]
+async fn a_handler_that_crashes_is_unknown_to_every_retry_and_never_runs_again() {
+    let orders = Orders::default();
+    let mut server = start(orders.clone(), layer(MemoryStore::new())).await;
+    let crashed = server
+        .client
+        .create_order(keyed(order("crash", 1), "crash-1"))
+        .await
+        .unwrap_err();
+    assert_ne!(crashed.code(), Code::Ok);
+    for _ in 0..2 {
+        let unknown = server
+            .client
+            .create_order(keyed(order("crash", 1), "crash-1"))
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.code(), Code::Unknown, "{unknown:?}");
+        assert!(
+            unknown.message().contains("will not run again"),
+            "{}",
+            unknown.message()
+        );
+        assert_eq!(metadata(&unknown, "idempotent-replayed"), Some("true"));
+    }
+    assert_eq!(orders.runs(), 1);
+}
+
+#[tokio::test]
 async fn unavailable_releases_the_key_and_the_retry_runs() {
     let orders = Orders::default();
     let mut server = start(orders.clone(), layer(MemoryStore::new())).await;

@@ -38,6 +38,7 @@ mod failures;
 mod faults;
 mod faulty_store;
 mod flow;
+mod grpc_shaped;
 mod handler_key;
 mod key_sources;
 mod keys_and_bodies;
