@@ -3,7 +3,7 @@
 //! (retried in the background if the store blips), or released so that a retry runs
 //! afresh. Dropped unsettled, it releases the key.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc};
 
 use http::{response::Parts, Response};
 use tracing::Span;
@@ -16,6 +16,7 @@ use super::{
     problem::Problem,
     record::{advertise_expiry, give_back, lend, to_record, GivenBack},
     shared::Shared,
+    store_retries::{release_in_background, retry_until, Until, FIRST_PAUSE, MAX_PAUSE},
 };
 use crate::{
     store::{
@@ -24,11 +25,6 @@ use crate::{
     },
     telemetry::emit,
 };
-
-/// The first pause between two tries of a store write that failed; it doubles up to
-/// [`MAX_PAUSE`].
-const FIRST_PAUSE: Duration = Duration::from_millis(20);
-const MAX_PAUSE: Duration = Duration::from_secs(1);
 
 /// The claim this request holds. Settled by `complete`, `fail` or `release`; dropped
 /// unsettled (a cancelled request without `run_to_completion`), it releases the key in
@@ -320,83 +316,6 @@ impl<St: IdempotencyStore> Claim<St> {
         tracing::error!(parent: &self.span, error = %err, "could not record the response; the key frees when its lease ends, and a retry then runs again");
         self.shared.metrics.add_record_failure();
     }
-}
-
-/// When [`retry_until`] stops trying, besides success and the deadline.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Until {
-    /// Also on [`StoreErrorKind::Fenced`]: the claim is not ours (any more).
-    Fenced,
-    /// Not on `Fenced`: a claim whose `begin` may still reach the store after us.
-    Deadline,
-}
-
-/// Tries `write` until it succeeds, `until` passes, or (with [`Until::Fenced`]) it is
-/// fenced, pausing between tries; returns the last result.
-pub(crate) async fn retry_until<F, Fut>(
-    until: tokio::time::Instant,
-    stop: Until,
-    mut write: F,
-) -> Result<(), StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), StoreError>>,
-{
-    let mut pause = FIRST_PAUSE;
-    loop {
-        let result = write().await;
-        match &result {
-            Ok(()) => return result,
-            Err(err) if stop == Until::Fenced && err.kind() == StoreErrorKind::Fenced => {
-                return result
-            }
-            Err(_) if tokio::time::Instant::now() + pause > until => return result,
-            Err(_) => {}
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(MAX_PAUSE);
-    }
-}
-
-/// Releases a claim dropped unsettled, in the background, retrying within one lease
-/// (after which it frees by itself).
-fn release_in_background<St: IdempotencyStore>(
-    shared: Arc<Shared<St>>,
-    key: RecordKey,
-    token: LockToken,
-) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    runtime.spawn(async move {
-        let until = tokio::time::Instant::now() + shared.config.lease;
-        let _ = retry_until(until, Until::Fenced, || {
-            shared.timed("release", shared.store.release(&key, &token))
-        })
-        .await;
-    });
-}
-
-/// Releases a claim whose `begin` failed or was abandoned: it may have landed, or may
-/// still land (a slow statement in a pool), so a fenced release is tried again, for up to
-/// twice the store timeout (within a lease). Releasing with this token can only ever
-/// free this request's own claim.
-pub(crate) fn clean_up_lost_claim<St: IdempotencyStore>(
-    shared: Arc<Shared<St>>,
-    key: RecordKey,
-    token: LockToken,
-) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    runtime.spawn(async move {
-        let window = (shared.config.store_timeout * 2).min(shared.config.lease);
-        let until = tokio::time::Instant::now() + window;
-        let _ = retry_until(until, Until::Deadline, || {
-            shared.timed("release", shared.store.release(&key, &token))
-        })
-        .await;
-    });
 }
 
 impl<St: IdempotencyStore> Drop for Claim<St> {

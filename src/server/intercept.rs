@@ -10,7 +10,7 @@ use super::{
     body::{RequestBody, ResponseBody},
     bounds::{InBody, Inner, OutBody},
     buffer::buffer_request,
-    claim::{clean_up_lost_claim, Claim},
+    claim::Claim,
     execute::execute,
     fingerprint::{self, Credentials},
     grpc::Protocol,
@@ -22,6 +22,7 @@ use super::{
     problem::Problem,
     record::replay,
     shared::Shared,
+    store_retries::clean_up_lost_claim,
 };
 use crate::store::{
     Begin, Fingerprint, IdempotencyStore, LockToken, RecordKey, StoreError, StoreErrorKind,

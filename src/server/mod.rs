@@ -3,11 +3,13 @@
 //! A request flows one way through these modules, each importing only the steps below it
 //! and the leaves they share:
 //!
-//! `layer`, `answers` and `body_reading` (configuration) → `service` (pass through, or intercept) → `intercept` (key,
+//! `layer`, `answers`, `body_reading` and `grpc_methods` (configuration) → `service` (pass through, or intercept) → `intercept` (key,
 //! body, fingerprint, claim; refuse or replay) → `execute` (run the inner service, decide
-//! what becomes of the key) → `claim` (renew, complete, release). The leaves: `shared`
+//! what becomes of the key) → `claim` (renew, complete, release) → `store_retries` (writes
+//! tried again, background releases). The leaves: `shared`
 //! (store, config, counters), `config`, `defaults`, `limits` and `choices`, `buffer`
-//! (reading bodies), `record` (response ↔ record), `problem` and `problem_details`, `outcome`, `body`, `key`, `key_source`, `json_body`,
+//! (reading bodies), `record` (response ↔ record), `problem` and `problem_details`, `grpc`
+//! (gRPC calls: the methods protected, their status, the layer's answers), `outcome`, `body`, `key`, `key_source`, `json_body`,
 //! `fingerprint`, `detach`, `bounds`, and what the handler sees: `idempotency_key`,
 //! `not_executed`, `completion` and `handler_record`.
 
@@ -44,6 +46,7 @@ mod problem_details;
 mod record;
 mod service;
 mod shared;
+mod store_retries;
 
 #[cfg(feature = "axum")]
 pub(crate) use self::problem::{key_rejection, KeyRejectionKind};

@@ -58,3 +58,31 @@ fn the_problems_page_has_a_section_for_every_problem_type() {
         tower_idempotency::protocol::ProblemType::ALL.len()
     );
 }
+
+/// The problems page's gRPC column says the code each problem type is answered with.
+#[test]
+fn the_problems_page_gives_each_problem_its_grpc_code() {
+    const NAMES: [(&str, i32); 10] = [
+        ("UNKNOWN", 2),
+        ("INVALID_ARGUMENT", 3),
+        ("ALREADY_EXISTS", 6),
+        ("PERMISSION_DENIED", 7),
+        ("RESOURCE_EXHAUSTED", 8),
+        ("FAILED_PRECONDITION", 9),
+        ("INTERNAL", 13),
+        ("UNAVAILABLE", 14),
+        ("DATA_LOSS", 15),
+        ("OK", 0),
+    ];
+    let page = include_str!("../../docs/problems.md");
+    for kind in tower_idempotency::protocol::ProblemType::ALL {
+        let row = page
+            .lines()
+            .find(|line| line.starts_with(&format!("| `{}` |", kind.slug())))
+            .expect("a row");
+        let cell = row.split('|').nth(3).expect("the gRPC column").trim();
+        let name = cell.trim_start_matches('`').split('`').next().unwrap();
+        let code = NAMES.iter().find(|(n, _)| *n == name).map(|&(_, c)| c);
+        assert_eq!(code, Some(kind.grpc_code()), "{}: {cell}", kind.slug());
+    }
+}
