@@ -105,9 +105,10 @@ impl<St> IdempotencyLayer<St> {
         self.with(|c| c.problem_docs = None)
     }
 
-    /// Renders every answer the layer writes itself (its refusals, and the `500` it
+    /// Renders every HTTP answer the layer writes itself (its refusals, and the `500` it
     /// records for a handler that failed) with the app's own function, for an app with an
-    /// error envelope of its own; the default is RFC 9457 problem+json
+    /// error envelope of its own (a protected gRPC call's are gRPC statuses, never passed
+    /// to it: see [`grpc_methods`](Self::grpc_methods)); the default is RFC 9457 problem+json
     /// ([`ProblemDetails::to_response`]). The function chooses the body and headers; the
     /// layer keeps what clients act on: the [`status`](ProblemDetails::status), and
     /// `Retry-After` exactly where the contract gives one. It adds the `Link` to the

@@ -136,9 +136,21 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             ResponseKind::Plain { body } => body.size_hint(),
-            ResponseKind::Held { head, rest, .. } => {
+            ResponseKind::Held {
+                head,
+                rest,
+                trailers,
+                ..
+            } => {
                 let held = head.as_ref().map_or(0, |h| h.len() as u64);
                 match rest {
+                    // Trailers to send: no exact length, which would frame an HTTP/1.1
+                    // answer by `Content-Length`, with no room for them.
+                    None if trailers.is_some() => {
+                        let mut hint = SizeHint::new();
+                        hint.set_lower(held);
+                        hint
+                    }
                     None => SizeHint::with_exact(held),
                     Some(body) => {
                         let inner = body.size_hint();

@@ -64,6 +64,10 @@ impl CommitError {
     /// retry, both marked [`NotExecuted`] so the layer records nothing; and
     /// [`Unknown`](Self::Unknown) a `500` saying the outcome is unknown, which the layer
     /// records like any answer (a retry never runs it again).
+    ///
+    /// These are HTTP answers. A gRPC handler returns a status of its own instead:
+    /// `UNAVAILABLE` for `Fenced` and `RolledBack` (nothing committed: the layer releases
+    /// the key) and `UNKNOWN` for `Unknown` (recorded, never run again).
     pub fn into_http(self) -> Response<Full<Bytes>> {
         let (problem, executed) = match self {
             Self::Fenced => (Problem::InProgress, false),

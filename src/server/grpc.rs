@@ -96,35 +96,34 @@ const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 /// How long a client's gRPC retry policy waits before its next attempt (gRFC A6).
 const GRPC_RETRY_PUSHBACK: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
 
-/// The gRPC status code in `fields` (a trailers-only answer's headers, or the trailers).
-fn code_in(fields: &HeaderMap) -> Option<i32> {
-    fields.get(GRPC_STATUS)?.to_str().ok()?.trim().parse().ok()
+/// The gRPC status code in `fields` (a trailers-only answer's headers, or the trailers),
+/// read as gRPC clients read it: decimal digits only (tonic takes `+14` for `UNKNOWN`).
+fn code_in(fields: &HeaderMap) -> Option<u32> {
+    let digits = fields.get(GRPC_STATUS)?.as_bytes();
+    if digits.is_empty() || digits.len() > 3 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-/// The HTTP status a gRPC code stands for (as `google.rpc.Code` maps them), so that a
-/// call's outcome is classified by the same `transient_statuses` as an HTTP answer.
-fn http_equivalent(code: i32) -> StatusCode {
-    let status = match code {
-        0 => 200,
-        1 => 499,
-        3 | 9 | 11 => 400,
-        4 => 504,
-        5 => 404,
-        6 | 10 => 409,
-        7 => 403,
-        8 => 429,
-        12 => 501,
-        14 => 503,
-        16 => 401,
-        _ => 500,
-    };
-    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-}
+/// The codes that say "not done, try again", each with the HTTP status it stands for:
+/// `UNAVAILABLE` (`503`) and `RESOURCE_EXHAUSTED` (`429`). No other code is ever
+/// transient, whatever `transient_statuses` holds: an app that adds `500` or `504` for
+/// its HTTP routes must not release a gRPC call that failed or ran out of time after its
+/// write (`INTERNAL`, `DEADLINE_EXCEEDED`).
+const TRANSIENT_CODES: [(u32, StatusCode); 2] = [
+    (14, StatusCode::SERVICE_UNAVAILABLE),
+    (8, StatusCode::TOO_MANY_REQUESTS),
+];
 
-/// Whether the status in `fields` says "not done, try again": its HTTP equivalent is one
-/// of the `transient` statuses (by default `UNAVAILABLE` and `RESOURCE_EXHAUSTED`).
+/// Whether the status in `fields` says "not done, try again": a transient code whose HTTP
+/// status is one of the `transient` statuses (by default both are).
 pub(crate) fn is_transient(transient: &[StatusCode], fields: &HeaderMap) -> bool {
-    code_in(fields).is_some_and(|code| transient.contains(&http_equivalent(code)))
+    code_in(fields).is_some_and(|code| {
+        TRANSIENT_CODES
+            .iter()
+            .any(|(known, status)| *known == code && transient.contains(status))
+    })
 }
 
 /// The layer's answer to a gRPC call it refuses: a trailers-only response (HTTP `200`,
@@ -222,10 +221,26 @@ mod tests {
             is_transient(&transient, &fields)
         };
         assert!(status("14") && status("8"));
-        for recorded in ["0", "2", "3", "4", "9", "13", "99", "x"] {
+        for recorded in [
+            "0", "2", "3", "4", "9", "13", "99", "x", "+14", " 14", "014x", "",
+        ] {
             assert!(!status(recorded), "{recorded}");
         }
         assert!(!is_transient(&transient, &HeaderMap::new()));
+        // Only those two, whatever else the HTTP list holds; and only while it holds
+        // theirs.
+        let mut fields = HeaderMap::new();
+        fields.insert(GRPC_STATUS, HeaderValue::from_static("4"));
+        let every = [
+            StatusCode::GATEWAY_TIMEOUT,
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ];
+        assert!(
+            !is_transient(&every, &fields),
+            "DEADLINE_EXCEEDED is recorded"
+        );
+        fields.insert(GRPC_STATUS, HeaderValue::from_static("14"));
+        assert!(!is_transient(&[StatusCode::TOO_MANY_REQUESTS], &fields));
     }
 
     #[test]

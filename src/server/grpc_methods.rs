@@ -17,15 +17,24 @@ impl<St> IdempotencyLayer<St> {
     /// with its trailers (`grpc-status`, `grpc-message`) to every retry with that key.
     ///
     /// Unary and streaming calls look alike on the wire, so only the methods named here
-    /// are protected: every other gRPC call (`content-type: application/grpc…`) passes
-    /// through untouched, keyed or not, streaming calls among them. A gRPC call's key is
-    /// always read from its metadata (never from its body, whatever
+    /// are protected: on a layer that names gRPC methods, every other gRPC call (a `POST`
+    /// with `content-type: application/grpc…`) passes through untouched, keyed or not,
+    /// streaming calls among them, and so would an HTTP request sent with that content
+    /// type: give this layer to the gRPC server, not to a router that also serves HTTP
+    /// writes. (A layer that names none sees no gRPC calls: such a request is plain HTTP
+    /// to it.)
+    ///
+    /// A gRPC call's key is always read from its metadata (never from its body, whatever
     /// [`key_from_json`](Self::key_from_json) says), its body is fingerprinted as bytes,
-    /// and its answer is classified by the `grpc-status` it ends with, as HTTP statuses
-    /// are ([`transient_statuses`](Self::transient_statuses) by the HTTP status each code
-    /// stands for: `UNAVAILABLE` is `503` and `RESOURCE_EXHAUSTED` `429`, so by default
-    /// those two release the key, and every other status is recorded). The layer's own
-    /// refusals are gRPC statuses (see
+    /// [`methods`](Self::methods) does not apply to it, and its answer is classified by
+    /// the `grpc-status` it ends with (in the trailers, or in the headers of a
+    /// trailers-only answer), as HTTP statuses are: `UNAVAILABLE` and
+    /// `RESOURCE_EXHAUSTED` release the key (while their `503` and `429` are
+    /// [`transient_statuses`](Self::transient_statuses)), and every other status is
+    /// recorded and replayed. An answer whose message is over
+    /// [`max_response_body`](Self::max_response_body) is recorded without it whatever its
+    /// status (its end is not read before the record is written): a retry gets
+    /// `ALREADY_EXISTS`. The layer's own refusals are gRPC statuses (see
     /// [`ProblemType::grpc_code`](crate::protocol::ProblemType::grpc_code)), never
     /// rendered by [`problem_response`](Self::problem_response).
     ///
@@ -59,8 +68,10 @@ impl<St> IdempotencyLayer<St> {
 
     /// Protects the gRPC methods whose path (`/package.Service/Method`) `is_unary`
     /// accepts, as [`grpc_methods`](Self::grpc_methods) protects those it names. Accept
-    /// only unary methods: a streaming call the layer buffers is answered only once the
-    /// whole stream has ended.
+    /// only unary methods: the layer buffers a protected call's request before it runs
+    /// the handler, so a client-streaming call would be answered only once its whole
+    /// stream has ended, and a bidirectional one that waits for the server never would
+    /// (until its deadline).
     ///
     /// ```
     /// use tower_idempotency::{IdempotencyLayer, MemoryStore};

@@ -245,6 +245,10 @@ impl<St> IdempotencyLayer<St> {
     /// Every other status, `500` included, is recorded and replayed, since the write may
     /// have happened. Leave `408` out: a timeout layer *inside* this one answers it after
     /// cutting a write in half (put timeouts outside, where this layer finishes the write).
+    ///
+    /// A protected gRPC call's `grpc-status` is transient only when it is `UNAVAILABLE`
+    /// (while `503` is listed) or `RESOURCE_EXHAUSTED` (while `429` is): a status added
+    /// here for HTTP routes, `500` or `504` say, never releases a gRPC call.
     #[must_use]
     pub fn transient_statuses(self, statuses: impl IntoIterator<Item = StatusCode>) -> Self {
         self.with(|c| c.transient_statuses = statuses.into_iter().collect())

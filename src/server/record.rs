@@ -10,13 +10,14 @@ use crate::{
     store::{StoredResponse, MAX_HEADERS},
 };
 
-/// Headers that describe one connection, not the response (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 6] = [
+/// Headers that describe one connection, not the response (RFC 9110 §7.6.1). `Trailer`
+/// is not one: it names the trailers the response ends with, and HTTP/1.1 sends only
+/// those it names.
+const HOP_BY_HOP: [HeaderName; 5] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::TRANSFER_ENCODING,
     header::TE,
-    header::TRAILER,
     header::UPGRADE,
 ];
 
@@ -98,6 +99,13 @@ pub(crate) fn lend(
             }
         }
     }
+    // The trailers the record may not keep (the unstored names) are left out of a copy.
+    let (trailers, original_trailers) = match trailers {
+        Some(all) if all.keys().any(|name| !recordable(name, &[], unstored)) => {
+            (Some(recordable_headers(&all, unstored)), Some(all))
+        }
+        trailers => (trailers, None),
+    };
     if headers.len() > MAX_HEADERS || trailers.as_ref().is_some_and(|t| t.len() > MAX_HEADERS) {
         let record = too_many(parts);
         // Given back whole: the record keeps none of them.
@@ -106,7 +114,7 @@ pub(crate) fn lend(
         let lent = Lent {
             aside,
             body,
-            trailers,
+            trailers: original_trailers.or(trailers),
         };
         return (record, lent);
     }
@@ -119,7 +127,7 @@ pub(crate) fn lend(
     let lent = Lent {
         aside,
         body: None,
-        trailers: None,
+        trailers: original_trailers,
     };
     (record, lent)
 }
@@ -129,7 +137,7 @@ pub(crate) fn lend(
 pub(crate) fn give_back(parts: &mut Parts, record: StoredResponse, lent: Lent) -> GivenBack {
     parts.headers = record.headers;
     give_all(&mut parts.headers, lent.aside);
-    (record.body.or(lent.body), record.trailers.or(lent.trailers))
+    (record.body.or(lent.body), lent.trailers.or(record.trailers))
 }
 
 /// Appends every value of `from` to `to`.
@@ -160,7 +168,7 @@ fn too_many(parts: &Parts) -> StoredResponse {
 }
 
 /// The record of a response whose body was read to `body` (`None`: too large to keep),
-/// followed by `trailers`, kept as they are. A response with more headers or trailers
+/// followed by `trailers` (without the `unstored` names, as the headers). A response with more headers or trailers
 /// than a record may hold is recorded without them and its body (its retry learns it
 /// ran, and it never runs again), rather than stored in a form no store could read back.
 pub(crate) fn to_record(
@@ -170,6 +178,7 @@ pub(crate) fn to_record(
     unstored: &[HeaderName],
 ) -> StoredResponse {
     let headers = recordable_headers(&parts.headers, unstored);
+    let trailers = trailers.map(|all| recordable_headers(&all, unstored));
     if headers.len() > MAX_HEADERS || trailers.as_ref().is_some_and(|t| t.len() > MAX_HEADERS) {
         return too_many(parts);
     }
@@ -291,6 +300,25 @@ mod tests {
             let had: Vec<_> = before.get_all(name).iter().collect();
             assert_eq!(given, had, "{name}");
         }
+    }
+
+    #[test]
+    fn unstored_trailers_are_not_recorded_but_given_back() {
+        let (mut parts, ()) = Response::new(()).into_parts();
+        let mut trailers = HeaderMap::new();
+        trailers.append("grpc-status", HeaderValue::from_static("0"));
+        trailers.append("x-secret", HeaderValue::from_static("token"));
+        let unstored = [HeaderName::from_static("x-secret")];
+        let (record, lent) = lend(&mut parts, None, Some(trailers.clone()), &unstored);
+        let recorded = record.trailers.clone().unwrap();
+        assert_eq!(recorded.len(), 1);
+        assert_eq!(recorded["grpc-status"], "0");
+        assert_eq!(
+            give_back(&mut parts, record, lent),
+            (None, Some(trailers.clone()))
+        );
+        let kept = to_record(&parts, None, Some(trailers), &unstored).trailers;
+        assert_eq!(kept, Some(recorded));
     }
 
     #[test]

@@ -96,16 +96,20 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let config = &self.shared.config;
-        let keyed = req.headers().contains_key(&config.header_name);
+        let keyed = |req: &Request<ReqBody>| req.headers().contains_key(&config.header_name);
         // A route keyed by its body reads every body; one keyed by the header, only
         // those of requests that carry it (or must).
-        let as_http =
-            config.methods.contains(req.method()) && (config.intercepts_without_header || keyed);
-        // A gRPC call (a POST) is protected only on a method named as unary, its key in
-        // the metadata; any other passes through untouched, streaming calls among them.
-        let maybe_grpc = as_http || (config.grpc_methods.any() && req.method() == Method::POST);
-        let protocol = if maybe_grpc && grpc::is_grpc(req.headers()) {
-            (config.grpc_methods.protects(req.uri().path()) && (config.require_key || keyed))
+        let as_http = config.methods.contains(req.method())
+            && (config.intercepts_without_header || keyed(&req));
+        // On a layer that names gRPC methods, a gRPC call (a POST) is protected only on a
+        // method named, its key in the metadata; any other passes through untouched,
+        // streaming calls among them. A layer that names none has no gRPC calls: a
+        // request of that content type is plain HTTP to it, protected as any other.
+        let grpc = config.grpc_methods.any()
+            && req.method() == Method::POST
+            && grpc::is_grpc(req.headers());
+        let protocol = if grpc {
+            (config.grpc_methods.protects(req.uri().path()) && (config.require_key || keyed(&req)))
                 .then_some(Protocol::Grpc)
         } else {
             as_http.then_some(Protocol::Http)

@@ -11,7 +11,9 @@
 //! u8  trailers present (0 or 1), then if 1: u32 trailer count, then each as a header
 //! ```
 //!
-//! Version 1 is version 2 without its last field (no trailers); it is still read.
+//! Version 1 is version 2 without its last field. A response without trailers is still
+//! written in version 1, so that a release that reads only version 1 (the one before
+//! trailers) can be rolled back to; both are read.
 //!
 //! Decoding is strict: a wrong version, a short read, an invalid status or header, or
 //! trailing bytes is a [`StoreErrorKind::Corrupt`](super::StoreErrorKind::Corrupt) error,
@@ -24,16 +26,21 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::{record::MAX_HEADERS, StoreError, StoredResponse};
 
-/// The format version this release writes (it reads this one and version 1).
+/// The format version this release writes for a response with trailers (it reads this
+/// one and version 1).
 pub(crate) const FORMAT_VERSION: u8 = 2;
 
-/// The first version, without trailers.
+/// The first version, without trailers: what a response without them is written in.
 const VERSION_1: u8 = 1;
 
 pub(crate) fn encode(response: &StoredResponse) -> Vec<u8> {
     let fields = response.headers.len() + response.trailers.as_ref().map_or(0, HeaderMap::len);
     let mut out = Vec::with_capacity(24 + response.size() + 8 * fields);
-    out.put_u8(FORMAT_VERSION);
+    let version = match response.trailers {
+        Some(_) => FORMAT_VERSION,
+        None => VERSION_1,
+    };
+    out.put_u8(version);
     out.put_u16(response.status.as_u16());
     put_fields(&mut out, &response.headers);
     match &response.body {
@@ -43,12 +50,9 @@ pub(crate) fn encode(response: &StoredResponse) -> Vec<u8> {
         }
         None => out.put_u8(0),
     }
-    match &response.trailers {
-        Some(trailers) => {
-            out.put_u8(1);
-            put_fields(&mut out, trailers);
-        }
-        None => out.put_u8(0),
+    if let Some(trailers) = &response.trailers {
+        out.put_u8(1);
+        put_fields(&mut out, trailers);
     }
     out
 }
@@ -239,9 +243,14 @@ mod tests {
             ..sample()
         };
         assert_eq!(decode(V1_FIXTURE).unwrap(), without);
-        // Written again, it is written in the current version.
-        assert_eq!(encode(&without)[0], FORMAT_VERSION);
-        assert_eq!(decode(&encode(&without)).unwrap(), without);
+        // A response without trailers is written in version 1, byte for byte, so that the
+        // release before trailers still reads it.
+        assert_eq!(encode(&without), V1_FIXTURE);
+        // Written by hand in version 2 without trailers, it reads back the same.
+        let mut v2 = V1_FIXTURE.to_vec();
+        v2[0] = 2;
+        v2.push(0);
+        assert_eq!(decode(&v2).unwrap(), without);
     }
 
     #[test]
@@ -314,11 +323,8 @@ mod tests {
 
     #[test]
     fn a_record_claiming_too_many_trailers_is_refused_not_a_panic() {
-        let mut bytes = encode(&StoredResponse {
-            trailers: None,
-            ..sample()
-        });
-        bytes.pop();
+        let mut bytes = V1_FIXTURE.to_vec();
+        bytes[0] = FORMAT_VERSION;
         bytes.push(1);
         bytes.extend_from_slice(&(MAX_HEADERS as u32 + 1).to_be_bytes());
         let err = decode(&bytes).unwrap_err();

@@ -105,35 +105,49 @@ async fn unavailable_in_the_trailers_releases_the_key() {
 }
 
 #[tokio::test]
-async fn the_same_answer_to_plain_http_is_recorded() {
-    // Without naming the method, a gRPC call passes through; as plain HTTP (not gRPC's
-    // content type), its 200 is recorded, trailers and all.
+async fn a_layer_that_names_no_grpc_method_sees_plain_http() {
+    // It has no gRPC calls: `application/grpc` is one more content type, and its `200`
+    // is recorded, trailers and all (name the methods to have it read `grpc-status`).
     let (app, runs) = app(1, IdempotencyLayer::new(MemoryStore::new()));
-    for expected in ["14", "0"] {
-        let (_, code, outcome) = send(&app, call(CREATE, Some("g-2"))).await;
-        assert_eq!((code.as_deref(), outcome), (Some(expected), None));
-    }
+    let first = send(&app, call(CREATE, Some("g-2"))).await;
     assert_eq!(
-        runs.load(Ordering::SeqCst),
-        2,
-        "unnamed: passed through, run each time"
+        first,
+        (StatusCode::OK, Some("14".into()), Some(Outcome::Fresh))
     );
-    let plain = || {
-        Request::post(CREATE)
-            .header("idempotency-key", "g-3")
-            .body(Body::empty())
-            .unwrap()
-    };
-    let (_, code, outcome) = send(&app, plain()).await;
+    let second = send(&app, call(CREATE, Some("g-2"))).await;
     assert_eq!(
-        (code.as_deref(), outcome),
-        (Some("0"), Some(Outcome::Fresh))
+        second,
+        (StatusCode::OK, Some("14".into()), Some(Outcome::Replayed))
     );
-    let (_, code, outcome) = send(&app, plain()).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_answer_too_large_to_keep_is_already_exists_to_the_retry() {
+    let layer = IdempotencyLayer::new(MemoryStore::new())
+        .grpc_methods([CREATE])
+        .unwrap()
+        .max_response_body(2);
+    let (app, runs) = app(0, layer);
+    let first = send(&app, call(CREATE, Some("g-6"))).await;
     assert_eq!(
-        (code.as_deref(), outcome),
-        (Some("0"), Some(Outcome::Replayed))
+        first,
+        (StatusCode::OK, Some("0".into()), Some(Outcome::Fresh))
     );
+    let response = app
+        .clone()
+        .oneshot(call(CREATE, Some("g-6")))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["grpc-status"],
+        "6",
+        "ALREADY_EXISTS: it ran"
+    );
+    let message = response.headers()["grpc-message"].to_str().unwrap();
+    assert!(message.contains("will not run again"), "{message}");
+    assert!(!message.contains("status 200"), "{message}");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

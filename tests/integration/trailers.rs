@@ -83,6 +83,8 @@ async fn with_trailers(State(runs): State<Arc<AtomicUsize>>) -> Response {
     ];
     Response::builder()
         .status(StatusCode::CREATED)
+        // HTTP/1.1 sends only the trailers the response names.
+        .header("trailer", "grpc-status, x-digest")
         .body(Body::new(StreamBody::new(stream::iter(frames))))
         .unwrap()
 }
@@ -128,5 +130,66 @@ async fn response_trailers_are_recorded_and_replayed_byte_for_byte() {
             "the same trailers, in order"
         );
     }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// Over HTTP/1.1 (loopback TCP, hyper on both ends), the trailers follow the chunked body,
+/// on the first answer and on the replay; the `Trailer` header that names them is kept.
+#[tokio::test]
+async fn response_trailers_survive_http1_on_the_wire() {
+    use hyper_util::{
+        client::legacy::Client,
+        rt::{TokioExecutor, TokioIo},
+        service::TowerToHyperService,
+    };
+
+    let runs = Arc::new(AtomicUsize::new(0));
+    let app = Router::new()
+        .route("/create", post(with_trailers))
+        .with_state(Arc::clone(&runs))
+        .layer(IdempotencyLayer::new(MemoryStore::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = TowerToHyperService::new(app.clone());
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let request = Request::post(format!("http://{addr}/create"))
+            .header("idempotency-key", "tr-h1")
+            .header("te", "trailers")
+            .body(Body::empty())
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        assert_eq!(response.headers()["trailer"], "grpc-status, x-digest");
+        assert!(
+            response.headers().get("content-length").is_none(),
+            "chunked"
+        );
+        let replayed = response.headers().contains_key("idempotent-replayed");
+        let collected = response.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned().expect("trailers on the wire");
+        answers.push((replayed, trailers, collected.to_bytes()));
+    }
+    server.abort();
+    let (first, second) = (&answers[0], &answers[1]);
+    assert_eq!((first.0, second.0), (false, true));
+    assert_eq!(first.1, second.1);
+    assert_eq!(first.1["grpc-status"], "0");
+    let digests: Vec<_> = first.1.get_all("x-digest").iter().collect();
+    assert_eq!(digests.len(), 2);
+    assert_eq!(
+        (&first.2[..], &second.2[..]),
+        (&b"created"[..], &b"created"[..])
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
