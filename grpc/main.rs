@@ -4,8 +4,8 @@
 //! gets the answer, replayed; the order is created once.
 //!
 //! ```text
-//! cargo run --example grpc                          # server and client, in one process
-//! cargo run --example grpc -- --serve 127.0.0.1:50051   # only the server
+//! cargo run -p tower-idempotency-grpc --example grpc     # server and client, one process
+//! cargo run -p tower-idempotency-grpc --example grpc -- --serve 127.0.0.1:50051
 //! ```
 
 use std::time::Duration;

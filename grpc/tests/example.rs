@@ -1,4 +1,4 @@
-//! The `grpc` example, run as a user runs it (`cargo run --example grpc`): its client's
+//! The `grpc` example, run as a user runs it (`cargo run -p tower-idempotency-grpc --example grpc`): its client's
 //! first answer is lost, its retries with the same key get the answer, and the order is
 //! created once.
 

@@ -96,23 +96,19 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let config = &self.shared.config;
-        let keyed = |req: &Request<ReqBody>| req.headers().contains_key(&config.header_name);
         // A route keyed by its body reads every body; one keyed by the header, only
         // those of requests that carry it (or must).
         let as_http = config.methods.contains(req.method())
-            && (config.intercepts_without_header || keyed(&req));
+            && (config.intercepts_without_header
+                || req.headers().contains_key(&config.header_name));
         // On a layer that names gRPC methods, a gRPC call (a POST) is protected only on a
         // method named, its key in the metadata; any other passes through untouched,
         // streaming calls among them. A layer that names none has no gRPC calls: a
         // request of that content type is plain HTTP to it, protected as any other.
-        let grpc = config.grpc_methods.any()
-            && req.method() == Method::POST
-            && grpc::is_grpc(req.headers());
-        let protocol = if grpc {
-            (config.grpc_methods.protects(req.uri().path()) && (config.require_key || keyed(&req)))
-                .then_some(Protocol::Grpc)
-        } else {
+        let protocol = if !config.grpc_methods.any() {
             as_http.then_some(Protocol::Http)
+        } else {
+            grpc_protocol(config, &req, as_http)
         };
         let Some(protocol) = protocol else {
             return ResponseFuture::passed_through(
@@ -149,4 +145,20 @@ where
         let future = intercept(inner, shared, req, claimant, span.clone(), protocol);
         ResponseFuture::intercepted(Box::pin(future.instrument(span)))
     }
+}
+
+/// How a layer that names gRPC methods intercepts `req`, if it does: as a protected gRPC
+/// call, as HTTP (`as_http`: it would be intercepted as such), or not at all (an unnamed
+/// gRPC call).
+#[inline(never)]
+fn grpc_protocol<B>(
+    config: &super::config::Config,
+    req: &Request<B>,
+    as_http: bool,
+) -> Option<Protocol> {
+    if req.method() != Method::POST || !grpc::is_grpc(req.headers()) {
+        return as_http.then_some(Protocol::Http);
+    }
+    let keyed = config.require_key || req.headers().contains_key(&config.header_name);
+    (keyed && config.grpc_methods.protects(req.uri().path())).then_some(Protocol::Grpc)
 }
