@@ -30,6 +30,8 @@ pin_project! {
     enum Kind<B> {
         Streaming { #[pin] body: B },
         Buffered { data: Option<Bytes>, trailers: Option<HeaderMap> },
+        // The bytes read so far, then the rest of the original body as it comes.
+        Resumed { head: Option<Bytes>, rest: Pin<Box<B>> },
     }
 }
 
@@ -50,6 +52,17 @@ impl<B> MaybeBuffered<B> {
             kind: Kind::Buffered {
                 data: (!data.is_empty()).then_some(data),
                 trailers,
+            },
+        }
+    }
+
+    /// The bytes already read of `rest`, then what is left of it.
+    #[cfg_attr(not(feature = "client"), allow(dead_code))]
+    pub(crate) fn resumed(head: Bytes, rest: Pin<Box<B>>) -> Self {
+        Self {
+            kind: Kind::Resumed {
+                head: (!head.is_empty()).then_some(head),
+                rest,
             },
         }
     }
@@ -79,6 +92,10 @@ where
                     .or_else(|| trailers.take().map(Frame::trailers))
                     .map(Ok),
             ),
+            KindProj::Resumed { head, rest } => match head.take() {
+                Some(head) => Poll::Ready(Some(Ok(Frame::data(head)))),
+                None => rest.as_mut().poll_frame(cx),
+            },
         }
     }
 
@@ -86,14 +103,35 @@ where
         match &self.kind {
             Kind::Streaming { body } => body.is_end_stream(),
             Kind::Buffered { data, trailers } => data.is_none() && trailers.is_none(),
+            Kind::Resumed { head, rest } => head.is_none() && rest.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Streaming { body } => body.size_hint(),
-            Kind::Buffered { data, .. } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            Kind::Buffered { data, trailers } => {
+                let len = data.as_ref().map_or(0, |d| d.len() as u64);
+                // With trailers to send, no exact length: an HTTP/1.1 peer framing it by
+                // `Content-Length` would leave them no room.
+                match trailers {
+                    None => SizeHint::with_exact(len),
+                    Some(_) => {
+                        let mut hint = SizeHint::new();
+                        hint.set_lower(len);
+                        hint
+                    }
+                }
+            }
+            Kind::Resumed { head, rest } => {
+                let held = head.as_ref().map_or(0, |h| h.len() as u64);
+                let inner = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(held + inner.lower());
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(held + upper);
+                }
+                hint
             }
         }
     }
@@ -101,10 +139,10 @@ where
 
 impl<B> fmt::Debug for MaybeBuffered<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = if self.is_buffered() {
-            "buffered"
-        } else {
-            "streaming"
+        let kind = match self.kind {
+            Kind::Streaming { .. } => "streaming",
+            Kind::Buffered { .. } => "buffered",
+            Kind::Resumed { .. } => "resumed",
         };
         f.debug_struct("MaybeBuffered")
             .field("kind", &kind)

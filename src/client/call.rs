@@ -16,6 +16,7 @@ use super::{
     config::ClientConfig,
     outcome::{Attempt, AttemptResult, ClientOutcome},
     policy::{in_progress, retry_after, retryable_status, Retry, Schedule, Verdict},
+    problem_body::{peek, Peeked},
 };
 use crate::protocol::REPLAY_MARKERS;
 
@@ -179,20 +180,26 @@ where
             Verdict::Retry { after },
         ),
         Retry::IfInProgress => {
+            // The body tells in progress from a conflict: read (at most a bound of) it,
+            // and hand the caller a response that still has all of it.
             let (parts, body) = response.into_parts();
-            let body = match body.collect().await {
-                Ok(collected) => collected.to_bytes(),
+            let (read, body) = match peek(body).await {
+                Ok(Peeked::Whole(read, trailers)) => {
+                    let body = ClientResponseBody::buffered_with_trailers(read.clone(), trailers);
+                    (read, body)
+                }
+                // Too long for a problem document: only a `Retry-After` says in progress.
+                Ok(Peeked::Longer(head, rest)) => {
+                    (Bytes::new(), ClientResponseBody::resumed(head, rest))
+                }
                 Err(err) => return transport_error(err.into()),
             };
-            let verdict = if in_progress(&parts.headers, &body) {
+            let verdict = if in_progress(&parts.headers, &read) {
                 Verdict::Retry { after }
             } else {
                 Verdict::Final
             };
-            (
-                Response::from_parts(parts, ClientResponseBody::buffered(body)),
-                verdict,
-            )
+            (Response::from_parts(parts, body), verdict)
         }
     };
     Sent {

@@ -57,6 +57,7 @@ pub mod defaults;
 mod layer;
 mod outcome;
 mod policy;
+mod problem_body;
 #[cfg(feature = "reqwest")]
 mod reqwest;
 mod service;

@@ -13,8 +13,10 @@ use super::{
     config::ClientConfig,
     outcome::{Attempt, AttemptResult, ClientOutcome},
     policy::{in_progress, retry_after, retryable_status, Retry, Schedule, Verdict},
+    problem_body::{peek, Peeked},
     IdempotencyClientLayer,
 };
+use crate::maybe_buffered::MaybeBuffered;
 
 /// One idempotency key per logical call for a `reqwest_middleware::ClientWithMiddleware`,
 /// reused on every attempt, with the same retry policy as
@@ -197,14 +199,26 @@ impl IdempotencyMiddleware {
                 // caller a response that still has it (and its URL and extensions).
                 let url = response.url().clone();
                 let (parts, body) = http::Response::<reqwest::Body>::from(response).into_parts();
-                let body = match http_body_util::BodyExt::collect(body).await {
-                    Ok(collected) => collected.to_bytes(),
+                let (read, body) = match peek(body).await {
+                    Ok(Peeked::Whole(read, trailers)) => {
+                        let body = MaybeBuffered::<reqwest::Body>::buffered_with_trailers(
+                            read.clone(),
+                            trailers,
+                        );
+                        (read, reqwest::Body::wrap(body))
+                    }
+                    // Too long for a problem document: only a `Retry-After` says in
+                    // progress.
+                    Ok(Peeked::Longer(head, rest)) => {
+                        let body = MaybeBuffered::resumed(head, rest);
+                        (Bytes::new(), reqwest::Body::wrap(body))
+                    }
                     Err(err) => {
                         let result = AttemptResult::TransportError(err.to_string());
                         return (Err(err.into()), result, Verdict::Retry { after: None });
                     }
                 };
-                let verdict = if in_progress(&parts.headers, &body) {
+                let verdict = if in_progress(&parts.headers, &read) {
                     Verdict::Retry { after }
                 } else {
                     Verdict::Final

@@ -459,3 +459,83 @@ async fn a_peer_servers_replay_marker_is_recognised() {
     assert!(second.replayed, "x-idempotent-replayed: true is a replay");
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
+
+/// A body of 1 GiB in 16 KiB chunks (as good as endless), counting the chunks read.
+fn endless(
+    pulled: Arc<AtomicUsize>,
+) -> impl hyper::body::Body<Data = Bytes, Error = Infallible> + Send + Unpin + 'static {
+    use futures_util::StreamExt as _;
+    let chunks = futures_util::stream::repeat_with(move || {
+        pulled.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(vec![b'x'; 16 * 1024])))
+    })
+    .take(64 * 1024);
+    http_body_util::StreamBody::new(chunks)
+}
+
+/// A `409` whose body never ends is classified from a bounded prefix (final, unless its
+/// `Retry-After` says in progress), and its caller still reads the body as it comes.
+#[tokio::test(start_paused = true)]
+async fn a_409_with_an_endless_body_is_classified_without_reading_it_all() {
+    for (retry_after, attempts) in [(None, 1), (Some("1"), 2)] {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let service = service_fn({
+            let (calls, pulled) = (calls.clone(), pulled.clone());
+            move |_: Request<Full<Bytes>>| {
+                let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+                let body = endless(pulled.clone());
+                async move {
+                    let mut response = Response::new(http_body_util::Either::Left(body));
+                    if first {
+                        *response.status_mut() = StatusCode::CONFLICT;
+                        if let Some(wait) = retry_after {
+                            response
+                                .headers_mut()
+                                .insert("retry-after", wait.parse().unwrap());
+                        }
+                    } else {
+                        let made = Full::new(Bytes::from_static(b"made"));
+                        *response.body_mut() = http_body_util::Either::Right(made);
+                    }
+                    Ok::<_, Infallible>(response)
+                }
+            }
+        });
+        let mut client = ServiceBuilder::new()
+            .layer(IdempotencyClientLayer::new())
+            .service(service);
+        let request = Request::post("/orders")
+            .body(Full::new(Bytes::from_static(b"x")))
+            .unwrap();
+        let response = ServiceExt::<Request<Full<Bytes>>>::ready(&mut client)
+            .await
+            .unwrap()
+            .call(request)
+            .await
+            .unwrap();
+        let outcome = response
+            .extensions()
+            .get::<ClientOutcome>()
+            .unwrap()
+            .clone();
+        assert_eq!(outcome.attempts.len(), attempts, "{retry_after:?}");
+        let read = pulled.load(Ordering::SeqCst);
+        assert!(read <= 5, "{read} chunks of 16 KiB read to classify a 409");
+        if attempts == 1 {
+            assert_eq!(response.status(), StatusCode::CONFLICT);
+            // Well past the bound: the bytes read to classify it come first, then the rest.
+            use http_body_util::BodyExt as _;
+            let mut body = response.into_body();
+            let mut read = 0;
+            while read < 1024 * 1024 {
+                let frame = body.frame().await.unwrap().unwrap();
+                let data = frame.into_data().unwrap();
+                assert!(data.iter().all(|&b| b == b'x'));
+                read += data.len();
+            }
+        } else {
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+    }
+}

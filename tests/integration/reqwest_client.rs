@@ -372,3 +372,29 @@ async fn the_example_against_the_demo() {
         "one order for the intent: {again}"
     );
 }
+
+/// A `409` far longer than a problem document: classified from its first 64 KiB (final),
+/// and handed to the caller whole, the bytes read to classify it first.
+#[tokio::test]
+async fn a_long_409_is_final_and_reaches_the_caller_whole() {
+    use axum::{routing, Router};
+    let body: String = (0..4 * 1024 * 1024)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let app = Router::new().route(
+        "/orders",
+        routing::post({
+            let body = body.clone();
+            move || async move { (StatusCode::CONFLICT, body) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let answer = post(&ours_alone(IdempotencyClientLayer::new()), addr, "x", None).await;
+    server.abort();
+    assert_eq!(answer.status, StatusCode::CONFLICT);
+    assert_eq!(answer.outcome.unwrap().attempts.len(), 1);
+    assert_eq!(answer.body.len(), body.len());
+    assert!(answer.body == body, "the same bytes, in order");
+}
