@@ -127,9 +127,9 @@ where
                 let held = head.as_ref().map_or(0, |h| h.len() as u64);
                 let inner = rest.size_hint();
                 let mut hint = SizeHint::new();
-                hint.set_lower(held + inner.lower());
-                if let Some(upper) = inner.upper() {
-                    hint.set_upper(held + upper);
+                hint.set_lower(held.saturating_add(inner.lower()));
+                if let Some(upper) = inner.upper().and_then(|upper| upper.checked_add(held)) {
+                    hint.set_upper(upper);
                 }
                 hint
             }

@@ -154,8 +154,10 @@ where
     ResBody::Error: Into<BoxError>,
 {
     let sent = inner.call(request);
-    let answered = match timeout {
-        Some(limit) => match tokio::time::timeout(limit, sent).await {
+    // The attempt's bound covers the answer and the part of a `409`'s body read with it.
+    let deadline = timeout.map(|limit| tokio::time::Instant::now() + limit);
+    let answered = match deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline, sent).await {
             Ok(answered) => answered,
             Err(_) => {
                 return Sent::error(
@@ -183,7 +185,19 @@ where
             // The body tells in progress from a conflict: read (at most a bound of) it,
             // and hand the caller a response that still has all of it.
             let (parts, body) = response.into_parts();
-            let (read, body) = match peek(body).await {
+            let peeked = match deadline {
+                Some(deadline) => match tokio::time::timeout_at(deadline, peek(body)).await {
+                    Ok(peeked) => peeked,
+                    Err(_) => {
+                        return Sent::error(
+                            "the 409's body did not come within the attempt timeout".into(),
+                            AttemptResult::TimedOut,
+                        )
+                    }
+                },
+                None => peek(body).await,
+            };
+            let (read, body) = match peeked {
                 Ok(Peeked::Whole(read, trailers)) => {
                     let body = ClientResponseBody::buffered_with_trailers(read.clone(), trailers);
                     (read, body)

@@ -168,8 +168,13 @@ impl IdempotencyMiddleware {
         next: Next<'_>,
     ) -> (reqwest_middleware::Result<Response>, AttemptResult, Verdict) {
         let sent = next.run(req, extensions);
-        let answered = match self.config.attempt_timeout {
-            Some(limit) => match tokio::time::timeout(limit, sent).await {
+        // The attempt's bound covers the answer and the part of a `409`'s body read with it.
+        let deadline = self
+            .config
+            .attempt_timeout
+            .map(|limit| tokio::time::Instant::now() + limit);
+        let answered = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, sent).await {
                 Ok(answered) => answered,
                 Err(_) => {
                     let err = refuse("no response within the attempt timeout");
@@ -199,7 +204,19 @@ impl IdempotencyMiddleware {
                 // caller a response that still has it (and its URL and extensions).
                 let url = response.url().clone();
                 let (parts, body) = http::Response::<reqwest::Body>::from(response).into_parts();
-                let (read, body) = match peek(body).await {
+                let peeked = match deadline {
+                    Some(deadline) => tokio::time::timeout_at(deadline, peek(body)).await,
+                    None => Ok(peek(body).await),
+                };
+                let Ok(peeked) = peeked else {
+                    let err = refuse("the 409's body did not come within the attempt timeout");
+                    return (
+                        Err(err),
+                        AttemptResult::TimedOut,
+                        Verdict::Retry { after: None },
+                    );
+                };
+                let (read, body) = match peeked {
                     Ok(Peeked::Whole(read, trailers)) => {
                         let body = MaybeBuffered::<reqwest::Body>::buffered_with_trailers(
                             read.clone(),

@@ -155,9 +155,10 @@ where
                     Some(body) => {
                         let inner = body.size_hint();
                         let mut hint = SizeHint::new();
-                        hint.set_lower(held + inner.lower());
-                        if let Some(upper) = inner.upper() {
-                            hint.set_upper(held + upper);
+                        hint.set_lower(held.saturating_add(inner.lower()));
+                        if let Some(upper) = inner.upper().and_then(|upper| upper.checked_add(held))
+                        {
+                            hint.set_upper(upper);
                         }
                         hint
                     }

@@ -460,14 +460,16 @@ async fn a_peer_servers_replay_marker_is_recognised() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
-/// A body of 1 GiB in 16 KiB chunks (as good as endless), counting the chunks read.
+/// A body of 1 GiB in 16 KiB chunks (as good as endless), counting the chunks read; the
+/// bytes of chunk `i` are all `i % 251`, so that a byte lost, repeated or moved shows.
 fn endless(
     pulled: Arc<AtomicUsize>,
 ) -> impl hyper::body::Body<Data = Bytes, Error = Infallible> + Send + Unpin + 'static {
     use futures_util::StreamExt as _;
     let chunks = futures_util::stream::repeat_with(move || {
-        pulled.fetch_add(1, Ordering::SeqCst);
-        Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(vec![b'x'; 16 * 1024])))
+        let i = pulled.fetch_add(1, Ordering::SeqCst);
+        let chunk = Bytes::from(vec![(i % 251) as u8; 16 * 1024]);
+        Ok::<_, Infallible>(hyper::body::Frame::data(chunk))
     })
     .take(64 * 1024);
     http_body_util::StreamBody::new(chunks)
@@ -530,12 +532,61 @@ async fn a_409_with_an_endless_body_is_classified_without_reading_it_all() {
             let mut read = 0;
             while read < 1024 * 1024 {
                 let frame = body.frame().await.unwrap().unwrap();
-                let data = frame.into_data().unwrap();
-                assert!(data.iter().all(|&b| b == b'x'));
-                read += data.len();
+                for byte in frame.into_data().unwrap() {
+                    assert_eq!(byte, (read / (16 * 1024) % 251) as u8, "byte {read}");
+                    read += 1;
+                }
             }
         } else {
             assert_eq!(response.status(), StatusCode::OK);
         }
     }
+}
+
+/// A `409` whose body stalls is bounded by the attempt timeout, as a silent server is: the
+/// attempt times out and the call goes on.
+#[tokio::test(start_paused = true)]
+async fn a_409_whose_body_stalls_times_the_attempt_out() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = service_fn({
+        let calls = calls.clone();
+        move |_: Request<Full<Bytes>>| {
+            let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                let stalled = http_body_util::StreamBody::new(futures_util::stream::pending::<
+                    Result<hyper::body::Frame<Bytes>, Infallible>,
+                >());
+                let mut response = Response::new(http_body_util::Either::Left(stalled));
+                if first {
+                    *response.status_mut() = StatusCode::CONFLICT;
+                } else {
+                    let made = Full::new(Bytes::from_static(b"made"));
+                    *response.body_mut() = http_body_util::Either::Right(made);
+                }
+                Ok::<_, Infallible>(response)
+            }
+        }
+    });
+    let mut client = ServiceBuilder::new()
+        .layer(IdempotencyClientLayer::new().attempt_timeout(Duration::from_millis(100)))
+        .service(service);
+    let request = Request::post("/orders")
+        .body(Full::new(Bytes::from_static(b"x")))
+        .unwrap();
+    let call = ServiceExt::<Request<Full<Bytes>>>::ready(&mut client)
+        .await
+        .unwrap()
+        .call(request);
+    let response = tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .expect("the stalled body did not hold the call")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let outcome = response
+        .extensions()
+        .get::<ClientOutcome>()
+        .unwrap()
+        .clone();
+    assert_eq!(outcome.attempts.len(), 2);
+    assert_eq!(outcome.attempts[0].result, AttemptResult::TimedOut);
 }

@@ -374,27 +374,56 @@ async fn the_example_against_the_demo() {
 }
 
 /// A `409` far longer than a problem document: classified from its first 64 KiB (final),
-/// and handed to the caller whole, the bytes read to classify it first.
+/// its answer handed over while the server still holds back the rest of the body (a
+/// client that read it all would wait for ever), and then the whole body, in order.
 #[tokio::test]
 async fn a_long_409_is_final_and_reaches_the_caller_whole() {
-    use axum::{routing, Router};
-    let body: String = (0..4 * 1024 * 1024)
-        .map(|i| (b'a' + (i % 26) as u8) as char)
-        .collect();
+    use axum::{body::Body, routing, Router};
+    use futures_util::StreamExt as _;
+    let pattern = |i: usize| (b'a' + (i % 26) as u8) as char;
+    let whole: String = (0..192 * 1024).map(pattern).collect();
+    let (go_on, held_back) = tokio::sync::oneshot::channel::<()>();
+    let held_back = std::sync::Arc::new(std::sync::Mutex::new(Some(held_back)));
     let app = Router::new().route(
         "/orders",
         routing::post({
-            let body = body.clone();
-            move || async move { (StatusCode::CONFLICT, body) }
+            let whole = whole.clone();
+            move || async move {
+                let first = bytes::Bytes::from(whole[..128 * 1024].to_owned());
+                let rest = bytes::Bytes::from(whole[128 * 1024..].to_owned());
+                let wait = held_back.lock().unwrap().take().unwrap();
+                let chunks = futures_util::stream::iter([Ok::<_, std::io::Error>(first)]).chain(
+                    futures_util::stream::once(async move {
+                        let _ = wait.await;
+                        Ok(rest)
+                    }),
+                );
+                (StatusCode::CONFLICT, Body::from_stream(chunks))
+            }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let answer = post(&ours_alone(IdempotencyClientLayer::new()), addr, "x", None).await;
+    let client = ours_alone(IdempotencyClientLayer::new());
+    let send = client
+        .post(format!("http://{addr}/orders"))
+        .body("x")
+        .send();
+    let response = tokio::time::timeout(Duration::from_secs(10), send)
+        .await
+        .expect("the answer before the rest of its body")
+        .unwrap();
+    go_on.send(()).unwrap();
+    assert_eq!(response.status().as_u16(), 409);
+    let outcome = response
+        .extensions()
+        .get::<ClientOutcome>()
+        .cloned()
+        .unwrap();
+    assert_eq!(outcome.attempts.len(), 1);
+    let body = response.text().await.unwrap();
     server.abort();
-    assert_eq!(answer.status, StatusCode::CONFLICT);
-    assert_eq!(answer.outcome.unwrap().attempts.len(), 1);
-    assert_eq!(answer.body.len(), body.len());
-    assert!(answer.body == body, "the same bytes, in order");
+    assert_eq!(body.len(), whole.len());
+    assert!(body == whole, "the same bytes, in order");
 }
