@@ -6,6 +6,7 @@
 //! ```text
 //! cargo bench --bench instructions              # needs valgrind on the PATH
 //! cargo bench --bench instructions -- --requests 2000
+//! cargo bench --bench instructions -- --only fresh,bare   # some scenarios, no comparisons
 //! ```
 //!
 //! Each scenario runs twice under `valgrind --tool=callgrind`, counting only inside
@@ -13,8 +14,8 @@
 //! removes what a run costs once (the first allocations, the runtime's start).
 //!
 //! Three figures per scenario: all instructions; the instructions outside the allocator
-//! (`__rust_alloc`, `__rust_dealloc`, `__rust_realloc` counted as nothing, a second pair
-//! of runs); and the allocator calls (allocations and reallocations). The total moves
+//! (those inside `__rust_alloc`, `__rust_dealloc`, `__rust_realloc` taken out); and the
+//! allocator calls (allocations and reallocations). The total moves
 //! with the heap the warm-up leaves (whether glibc's `realloc` of a growing buffer finds
 //! room in place): the other two do not, so a change of a few hundred instructions shows
 //! in them when the total's noise would hide it.
@@ -52,8 +53,14 @@ fn main() {
         println!("valgrind is not on the PATH: no instruction counts (apt install valgrind)");
         return;
     }
+    // `--only fresh,replay`: those scenarios' figures, without the comparisons.
+    let only: Option<Vec<&str>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .map(|at| args[at + 1].split(',').collect());
     let per: Vec<(&str, PerRequest)> = SCENARIOS
         .iter()
+        .filter(|scenario| only.as_ref().is_none_or(|only| only.contains(scenario)))
         .map(|&scenario| (scenario, per_request(&args[0], scenario, n)))
         .collect();
     let of = |name: &str| per.iter().find(|(s, _)| *s == name).unwrap().1;
@@ -70,6 +77,9 @@ fn main() {
             "{scenario:>13}: {:>9.0}  {:>17.0}  {:>11.1}",
             figures.all, figures.outside_allocator, figures.allocations
         );
+    }
+    if only.is_some() {
+        return;
     }
     let (bare, sha) = (of("bare"), of("sha256"));
     let beside = |name: &str, f: fn(&PerRequest) -> f64, minus_sha: bool| {
@@ -110,14 +120,15 @@ struct PerRequest {
 /// The figures of `scenario`: each the difference between runs of `2n` and `n`
 /// requests, over `n`.
 fn per_request(exe: &str, scenario: &str, n: u64) -> PerRequest {
-    let once = count(exe, scenario, n, false);
-    let twice = count(exe, scenario, 2 * n, false);
-    let once_outside = count(exe, scenario, n, true);
-    let twice_outside = count(exe, scenario, 2 * n, true);
+    let once = count(exe, scenario, n);
+    let twice = count(exe, scenario, 2 * n);
     let per = |a: u64, b: u64| (b as f64 - a as f64) / n as f64;
     PerRequest {
         all: per(once.instructions, twice.instructions),
-        outside_allocator: per(once_outside.instructions, twice_outside.instructions),
+        outside_allocator: per(
+            once.instructions - once.in_allocator,
+            twice.instructions - twice.in_allocator,
+        ),
         allocations: per(once.allocations, twice.allocations),
     }
 }
@@ -125,11 +136,13 @@ fn per_request(exe: &str, scenario: &str, n: u64) -> PerRequest {
 /// What one run under callgrind counted.
 struct Counted {
     instructions: u64,
+    /// Of those, the instructions inside the allocator's entry points.
+    in_allocator: u64,
+    /// Calls that allocate or reallocate.
     allocations: u64,
 }
 
-/// The allocator's entry points: their calls are counted, and with `outside_allocator`
-/// their instructions are not.
+/// The allocator's entry points (the first three allocate).
 const ALLOCATOR: [&str; 4] = [
     "__rustc::__rust_alloc",
     "__rustc::__rust_alloc_zeroed",
@@ -137,27 +150,18 @@ const ALLOCATOR: [&str; 4] = [
     "__rustc::__rust_dealloc",
 ];
 
-/// Instructions callgrind counted inside `measured` for `n` requests of `scenario` (those
-/// inside the allocator too, unless `outside_allocator`), and the allocator calls made.
-fn count(exe: &str, scenario: &str, n: u64, outside_allocator: bool) -> Counted {
+/// What callgrind counted inside `measured` for `n` requests of `scenario`.
+fn count(exe: &str, scenario: &str, n: u64) -> Counted {
     let out = std::env::temp_dir().join(format!("instructions-{}.out", std::process::id()));
-    let mut valgrind = Command::new("valgrind");
-    valgrind.args([
-        "--tool=callgrind",
-        "--collect-atstart=no",
-        // Exactly these two: a pattern that also matched `measured`'s own closure
-        // would toggle counting off inside it when it is not inlined.
-        "--toggle-collect=instructions::measured",
-        "--toggle-collect=instructions::sha256_measured",
-    ]);
-    if outside_allocator {
-        // Toggled off on entry inside `measured`, back on at return. (During the warm-up
-        // they toggle counting on: the same in both runs, so the difference drops it.)
-        for entry in ALLOCATOR {
-            valgrind.arg(format!("--toggle-collect={entry}"));
-        }
-    }
-    let output = valgrind
+    let output = Command::new("valgrind")
+        .args([
+            "--tool=callgrind",
+            "--collect-atstart=no",
+            // Exactly these two: a pattern that also matched `measured`'s own closure
+            // would toggle counting off inside it when it is not inlined.
+            "--toggle-collect=instructions::measured",
+            "--toggle-collect=instructions::sha256_measured",
+        ])
         .arg(format!("--callgrind-out-file={}", out.display()))
         .args([exe, "--child", scenario, &n.to_string()])
         .output()
@@ -171,46 +175,60 @@ fn count(exe: &str, scenario: &str, n: u64, outside_allocator: bool) -> Counted 
         .find_map(|line| line.split("Collected :").nth(1))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no count in callgrind's output: {stderr}"));
+    let (in_allocator, allocations) = allocator_calls(&profile);
     Counted {
         instructions,
-        allocations: allocator_calls(&profile),
+        in_allocator,
+        allocations,
     }
 }
 
-/// Calls to `__rust_alloc`, `__rust_alloc_zeroed` and `__rust_realloc` in a callgrind
-/// profile (a `cfn=` line names the callee, by `(id) name` where the id is first seen, in
-/// it or in an `fn=` line, by `(id)` after that; the next `calls=` line counts the calls;
-/// callgrind counts calls whether or not it collects, so a run's warm-up is in them).
-fn allocator_calls(profile: &str) -> u64 {
+/// The instructions spent in calls to the allocator's entry points, and the number of
+/// calls that allocate, from a callgrind profile. Each call site is a `cfn=` line naming
+/// the callee (`(id) name` where the id is first seen, in it or in an `fn=` line, `(id)`
+/// after that), a `calls=` line counting the calls, and a line whose last field is what
+/// they cost inclusively, counted only while collecting. (Callgrind counts calls whether
+/// or not it collects, so the warm-up's are in the number: the difference of two runs
+/// drops them.)
+fn allocator_calls(profile: &str) -> (u64, u64) {
     let mut names = std::collections::HashMap::new();
-    let mut counting = false;
-    let mut calls = 0;
+    let mut callee: Option<usize> = None;
+    let mut cost_line_next = false;
+    let (mut cost, mut calls) = (0, 0);
     for line in profile.lines() {
-        if let Some(function) = line.strip_prefix("fn=") {
+        if cost_line_next {
+            cost_line_next = false;
+            cost += line
+                .split(' ')
+                .next_back()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+        } else if let Some(function) = line.strip_prefix("fn=") {
             if let Some((id, name)) = function.split_once(' ') {
                 names.insert(id.to_owned(), name.to_owned());
             }
-        } else if let Some(callee) = line.strip_prefix("cfn=") {
-            // `(id) name` the first time a name appears, `(id)` after that.
-            let (id, name) = callee.split_once(' ').unwrap_or((callee, ""));
+        } else if let Some(called) = line.strip_prefix("cfn=") {
+            let (id, name) = called.split_once(' ').unwrap_or((called, ""));
             if !name.is_empty() {
                 names.insert(id.to_owned(), name.to_owned());
             }
-            counting = names
+            callee = names
                 .get(id)
-                .is_some_and(|name| ALLOCATOR[..3].contains(&name.as_str()));
+                .and_then(|name| ALLOCATOR.iter().position(|entry| entry == name));
         } else if let Some(rest) = line.strip_prefix("calls=") {
-            if counting {
-                calls += rest
-                    .split(' ')
-                    .next()
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .unwrap_or(0);
+            if let Some(entry) = callee.take() {
+                cost_line_next = true;
+                if entry < 3 {
+                    calls += rest
+                        .split(' ')
+                        .next()
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(0);
+                }
             }
-            counting = false;
         }
     }
-    calls
+    (cost, calls)
 }
 
 fn child(scenario: &str, n: u64) {
