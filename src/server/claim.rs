@@ -3,7 +3,7 @@
 //! (retried in the background if the store blips), or released so that a retry runs
 //! afresh. Dropped unsettled, it releases the key.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, pin::Pin, sync::Arc};
 
 use http::{response::Parts, Response};
 use tracing::Span;
@@ -206,7 +206,10 @@ impl<St: IdempotencyStore> Claim<St> {
     /// that was sent and succeeded, and, after a failure, again soon, each try bounded by
     /// what is left of the lease (not only the store timeout), so that one slow renewal
     /// cannot outlast the lease it should extend.
-    pub(crate) async fn renewing<F: Future>(&self, work: F) -> F::Output {
+    ///
+    /// `work` is pinned where the caller keeps it, not moved in: the future it belongs to
+    /// is large, and each move is a copy.
+    pub(crate) async fn renewing<F: Future>(&self, work: Pin<&mut F>) -> F::Output {
         let shared = &self.shared;
         let lease = shared.config.lease;
         let renew = async {
@@ -281,14 +284,13 @@ impl<St: IdempotencyStore> Claim<St> {
         let shared = Arc::clone(&self.shared);
         let until = tokio::time::Instant::now() + shared.config.completion_retry;
         let ttl = shared.config.ttl;
-        let last = self
-            .renewing(retry_until(until, Until::Fenced, || {
-                shared.timed(
-                    "complete",
-                    shared.store.complete(&self.key, &self.token, &record, ttl),
-                )
-            }))
-            .await;
+        let retries = std::pin::pin!(retry_until(until, Until::Fenced, || {
+            shared.timed(
+                "complete",
+                shared.store.complete(&self.key, &self.token, &record, ttl),
+            )
+        }));
+        let last = self.renewing(retries).await;
         self.settled = true;
         match last {
             Ok(()) => tracing::info!(parent: &self.span, "recorded the response after retrying"),

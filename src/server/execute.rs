@@ -39,7 +39,12 @@ where
     let claim = claim.watching(handle.clone());
     // Boxed here, not held inline: the work is the largest part of the request's future,
     // and inline it would be copied each time the future moves (into the layer's box).
-    let work = Box::pin(run_and_record(inner, req, claim, handle).in_current_span());
+    // (The box is made first and the future written into it: made first, the future
+    // would be built on the stack and copied in whole.)
+    let work = Box::into_pin(Box::write(
+        Box::new_uninit(),
+        run_and_record(inner, req, claim, handle).in_current_span(),
+    ));
     if run_to_completion {
         Detaching::new(work).await
     } else {
@@ -122,7 +127,8 @@ where
         }
     };
     // A panic is caught to settle the claim (the write may have happened), then resumed.
-    let ran = claim.renewing(AssertUnwindSafe(run).catch_unwind()).await;
+    let run = std::pin::pin!(AssertUnwindSafe(run).catch_unwind());
+    let ran = claim.renewing(run).await;
     // The handler committed the record, then failed: the record stands.
     if let (Some(_), Err(_) | Ok(Err(_))) = (handle.completed(), &ran) {
         claim.settle_committed();
