@@ -32,18 +32,20 @@ pub struct RecordKey {
 impl RecordKey {
     /// The key of `key` within `scope` under `namespace`.
     pub fn new(namespace: &str, scope: &str, key: &str) -> Self {
-        // Twenty digits hold any length.
-        let mut encoded = String::with_capacity(namespace.len() + scope.len() + key.len() + 23);
-        encoded.push_str(namespace);
-        encoded.push(':');
-        push_decimal(&mut encoded, scope.len());
-        encoded.push(':');
-        encoded.push_str(scope);
-        let partition = encoded.len();
-        encoded.push(':');
-        encoded.push_str(key);
+        let mut digits = [0u8; 20];
+        let digits = decimal(scope.len(), &mut digits);
+        let pieces = [
+            namespace.as_bytes(),
+            b":",
+            digits,
+            b":",
+            scope.as_bytes(),
+            b":",
+            key.as_bytes(),
+        ];
+        let partition = pieces[..5].iter().map(|piece| piece.len()).sum();
         Self {
-            encoded: Arc::from(encoded.as_str()),
+            encoded: joined(&pieces),
             partition,
             scope_len: scope.len(),
         }
@@ -77,21 +79,46 @@ impl RecordKey {
     }
 }
 
-/// Appends `n` in decimal, without the formatting machinery (this runs on every request).
-fn push_decimal(to: &mut String, n: usize) {
-    if n < 10 {
-        to.push(char::from(b'0' + n as u8));
-        return;
-    }
-    let mut digits = [0u8; 20];
+/// `n` in decimal, written at the end of `digits`, without the formatting machinery
+/// (this runs on every request).
+fn decimal(n: usize, digits: &mut [u8; 20]) -> &[u8] {
     let mut at = digits.len();
     let mut rest = n;
-    while rest > 0 {
+    loop {
         at -= 1;
         digits[at] = b'0' + (rest % 10) as u8;
         rest /= 10;
+        if rest == 0 {
+            return &digits[at..];
+        }
     }
-    to.extend(digits[at..].iter().map(|&d| char::from(d)));
+}
+
+/// `pieces` (whole strings and ASCII) joined into one shared string, in one allocation
+/// when they fit the stack buffer (as any key within the length bound does, unless the
+/// namespace and scope are long): a `String` copied into an `Arc` would be two.
+fn joined(pieces: &[&[u8]]) -> Arc<str> {
+    const ON_STACK: usize = 384;
+    let len: usize = pieces.iter().map(|piece| piece.len()).sum();
+    let mut buffer = [0u8; ON_STACK];
+    let mut heap;
+    let bytes: &mut [u8] = if len <= ON_STACK {
+        &mut buffer[..len]
+    } else {
+        heap = vec![0u8; len];
+        &mut heap
+    };
+    let mut at = 0;
+    for piece in pieces {
+        bytes[at..at + piece.len()].copy_from_slice(piece);
+        at += piece.len();
+    }
+    // Strings and ASCII joined are a string: the check cannot fail (and costs a pass over
+    // a few dozen bytes); were it to, the lossy form keeps every valid character.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Arc::from(text),
+        Err(_) => Arc::from(String::from_utf8_lossy(bytes).as_ref()),
+    }
 }
 
 impl fmt::Debug for RecordKey {
@@ -302,6 +329,12 @@ mod tests {
             let scope = "s".repeat(len);
             let key = RecordKey::new("idem", &scope, "k");
             assert_eq!(key.as_str(), format!("idem:{len}:{scope}:k"));
+            assert_eq!((key.scope(), key.key()), (scope.as_str(), "k"));
+        }
+        // Text that is not ASCII, on the stack and (long) on the heap.
+        for scope in ["tenant-é".to_owned(), "é".repeat(300)] {
+            let key = RecordKey::new("ns-ü", &scope, "k");
+            assert_eq!(key.as_str(), format!("ns-ü:{}:{scope}:k", scope.len()));
             assert_eq!((key.scope(), key.key()), (scope.as_str(), "k"));
         }
     }
