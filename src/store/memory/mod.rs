@@ -2,6 +2,7 @@
 
 mod builder;
 mod kept;
+mod leases;
 mod shards;
 mod state;
 
@@ -280,7 +281,7 @@ impl IdempotencyStore for MemoryStore {
         let mut state = self.lock();
         let hashed = state.records.hashed(key.as_str());
         state.owned(hashed, token, now)?;
-        state.set_deadline(hashed, later(now, lease));
+        state.renew(hashed, later(now, lease));
         Ok(())
     }
 

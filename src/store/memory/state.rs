@@ -1,5 +1,5 @@
 //! The records of one memory store and their indices, under its one lock: lookup, the
-//! expiry and last-use orders, the byte counts, and eviction.
+//! expiry orders (leases, TTLs) and last-use order, the byte counts, and eviction.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::{
     builder::{Eviction, Limits},
     kept::Kept,
+    leases::Leases,
     shards::{Hashed, Shards},
 };
 use crate::{
@@ -22,7 +23,8 @@ use crate::{
 /// The bytes of the store's own structures per record, on top of the key and the
 /// response: the record itself, its table slot (a table is between seven-sixteenths and
 /// seven-eighths full as it grows by doubling: two-thirds on average), the key's `Arc`
-/// header, the two index entries (B-tree nodes are about two-thirds full).
+/// header, the two index entries (B-tree nodes are about two-thirds full; an in-flight
+/// record's entry in `leases` is as large, in a queue at most twice its length).
 /// `cargo bench --bench memory` prints this count beside the real heap.
 pub(super) const PER_RECORD: usize = size_of::<(Arc<str>, Entry)>()
     + size_of::<super::shards::Slot<Entry>>() * 3 / 2
@@ -34,7 +36,9 @@ pub(super) struct State {
     /// nanoseconds since (or before), half an `Instant`.
     epoch: Instant,
     pub(super) records: Shards<Entry>,
-    /// Every record by the moment it dies (lease end or TTL end).
+    /// In-flight records by the end of their lease.
+    leases: Leases,
+    /// Completed records by the moment they die (TTL end).
     by_deadline: BTreeMap<(i64, u64), Arc<str>>,
     /// Completed records by last use, oldest first: kept only for least-recently-used
     /// eviction (`track_use`).
@@ -68,7 +72,7 @@ pub(super) struct Entry {
     pub(super) phase: Phase,
     /// When it dies, as a moment (nanoseconds since the store's epoch).
     deadline: i64,
-    /// Unique per record; ties `by_deadline` entries to it.
+    /// Unique per record; ties `leases` and `by_deadline` entries to it.
     id: u64,
     /// Last use, the key in `by_use` (completed records only).
     used: u64,
@@ -105,6 +109,7 @@ impl State {
         Self {
             epoch: Instant::now(),
             records: Shards::default(),
+            leases: Leases::default(),
             by_deadline: BTreeMap::new(),
             by_use: BTreeMap::new(),
             track_use,
@@ -183,8 +188,7 @@ impl State {
         let id = self.tick();
         let deadline = self.moment(deadline);
         let size = record_size(key, None);
-        self.by_deadline
-            .insert((deadline, id), Arc::clone(&shared_key));
+        self.leases.add(deadline, id, Arc::clone(&shared_key));
         self.charge(key, partition, size as isize, 1);
         self.records.insert(
             hashed,
@@ -204,27 +208,35 @@ impl State {
     pub(super) fn complete(&mut self, hashed: Hashed<'_>, response: Kept, deadline: Instant) {
         let key = hashed.key;
         let used = self.tick();
+        let deadline = self.moment(deadline);
         let size = record_size(key, Some(&response));
         let entry = self.records.get_mut(hashed).expect("owned entry");
         let (old, partition) = (entry.size_now(key), entry.partition);
+        let shared_key = self
+            .leases
+            .take(entry.deadline, entry.id)
+            .expect("in flight, leased");
         entry.phase = Phase::Completed(response);
         entry.used = used;
+        entry.deadline = deadline;
         if self.track_use {
-            let shared_key = Arc::clone(
-                self.by_deadline
-                    .get(&(entry.deadline, entry.id))
-                    .expect("indexed"),
-            );
-            self.by_use.insert(used, shared_key);
+            self.by_use.insert(used, Arc::clone(&shared_key));
         }
+        self.by_deadline.insert((deadline, entry.id), shared_key);
         self.charge(key, partition, size as isize - old as isize, 0);
-        self.set_deadline(hashed, deadline);
     }
 
     pub(super) fn remove(&mut self, hashed: Hashed<'_>) -> Option<Entry> {
         let key = hashed.key;
         let entry = self.records.remove(hashed)?;
-        self.by_deadline.remove(&(entry.deadline, entry.id));
+        match &entry.phase {
+            Phase::InFlight(_) => {
+                self.leases.take(entry.deadline, entry.id);
+            }
+            Phase::Completed(_) => {
+                self.by_deadline.remove(&(entry.deadline, entry.id));
+            }
+        }
         // An in-flight entry's `used` is its own id, a tick no completion took: removing
         // it from the last-use order is a no-op.
         if self.track_use {
@@ -234,15 +246,17 @@ impl State {
         Some(entry)
     }
 
-    pub(super) fn set_deadline(&mut self, key: Hashed<'_>, deadline: Instant) {
+    /// Moves the lease of the in-flight entry under `key` to end at `deadline`.
+    pub(super) fn renew(&mut self, key: Hashed<'_>, deadline: Instant) {
         let deadline = self.moment(deadline);
         let entry = self.records.get_mut(key).expect("entry present");
+        debug_assert!(matches!(entry.phase, Phase::InFlight(_)));
         let shared_key = self
-            .by_deadline
-            .remove(&(entry.deadline, entry.id))
-            .expect("deadline indexed");
+            .leases
+            .take(entry.deadline, entry.id)
+            .expect("in flight, leased");
         entry.deadline = deadline;
-        self.by_deadline.insert((deadline, entry.id), shared_key);
+        self.leases.add(deadline, entry.id, shared_key);
     }
 
     /// Adds `delta` bytes and `records` records to the store's count and to the scope's.
@@ -300,8 +314,16 @@ impl State {
                 return true;
             }
             let now_moment = self.moment(now);
-            let victim = match self.by_deadline.first_key_value() {
-                Some((&(deadline, _), victim)) if deadline <= now_moment => {
+            // The first to die of the in-flight records and of the completed ones.
+            let first = match (self.leases.first(), self.by_deadline.first_key_value()) {
+                (Some(leased), Some((&(completed, _), key))) if completed < leased.0 => {
+                    Some((completed, key))
+                }
+                (Some(leased), _) => Some(leased),
+                (None, completed) => completed.map(|(&(deadline, _), key)| (deadline, key)),
+            };
+            let victim = match first {
+                Some((deadline, victim)) if deadline <= now_moment => {
                     self.stats.expired += 1;
                     emit::memory_eviction("expired");
                     Arc::clone(victim)
