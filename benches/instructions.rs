@@ -88,7 +88,11 @@ fn main() {
     // client's building of the header (and hyper's dropping it) is not the layer's work.
     let sha = of("sha256");
     let beside = |name: &str, baseline: &str, f: fn(&PerRequest) -> f64| {
-        let digest = if baseline == "bare_keyed" { f(&sha) } else { 0.0 };
+        let digest = if baseline == "bare_keyed" {
+            f(&sha)
+        } else {
+            0.0
+        };
         f(&of(name)) - f(&of(baseline)) - digest
     };
     for (what, f) in [

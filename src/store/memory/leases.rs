@@ -89,6 +89,9 @@ mod tests {
         assert_eq!(leases.take(10, 3), None);
         assert_eq!(leases.take(10, 1).as_deref(), Some("a"));
         assert_eq!(leases.take(10, 1), None);
-        assert_eq!(leases.first().map(|(d, k)| (d, k.to_string())), Some((10, "b".to_owned())));
+        assert_eq!(
+            leases.first().map(|(d, k)| (d, k.to_string())),
+            Some((10, "b".to_owned()))
+        );
     }
 }

@@ -570,6 +570,49 @@ mod tests {
         assert_eq!(store.stats().evicted, 0);
     }
 
+    /// Lapsed claims and expired completed records are one order: whichever died first
+    /// makes room first, and a live one, in flight or completed, stays.
+    #[tokio::test(start_paused = true)]
+    async fn the_first_to_die_goes_first_whether_in_flight_or_completed() {
+        for lease_ends_first in [true, false] {
+            let (lease, ttl) = if lease_ends_first {
+                (Duration::from_secs(1), Duration::from_secs(3))
+            } else {
+                (Duration::from_secs(3), Duration::from_secs(1))
+            };
+            let store = MemoryStore::builder().max_entries(2).build();
+            store
+                .begin(&key(0), &FP, &LockToken::generate(), lease)
+                .await
+                .unwrap();
+            let t1 = claim(&store, 1).await.unwrap();
+            store
+                .complete(&key(1), &t1, &response(1), ttl)
+                .await
+                .unwrap();
+            tokio::time::advance(Duration::from_secs(2)).await;
+            claim(&store, 2).await.unwrap();
+            let (gone, kept) = if lease_ends_first { (0, 1) } else { (1, 0) };
+            assert!(
+                store.get(&key(gone)).await.unwrap().is_none(),
+                "{gone} died first"
+            );
+            assert!(
+                store.get(&key(kept)).await.unwrap().is_some(),
+                "{kept} lives"
+            );
+            assert_eq!(store.stats().expired, 1);
+            // With both gone, a fourth claim fits only once the survivor dies too.
+            assert_eq!(
+                claim(&store, 3).await.unwrap_err().kind(),
+                StoreErrorKind::CapacityExhausted
+            );
+            tokio::time::advance(Duration::from_secs(2)).await;
+            claim(&store, 3).await.unwrap();
+            assert!(store.get(&key(kept)).await.unwrap().is_none());
+        }
+    }
+
     #[tokio::test]
     async fn lru_eviction_spares_the_record_replayed_last() {
         let store = MemoryStore::builder()
