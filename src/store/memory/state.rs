@@ -24,7 +24,8 @@ use crate::{
 /// response: the record itself, its table slot (a table is between seven-sixteenths and
 /// seven-eighths full as it grows by doubling: two-thirds on average), the key's `Arc`
 /// header, the two index entries (B-tree nodes are about two-thirds full; an in-flight
-/// record's entry in `leases` is as large, in a queue at most twice its length).
+/// record's entry in `leases` is as large, in a queue that gives back room beyond four
+/// times its length).
 /// `cargo bench --bench memory` prints this count beside the real heap.
 pub(super) const PER_RECORD: usize = size_of::<(Arc<str>, Entry)>()
     + size_of::<super::shards::Slot<Entry>>() * 3 / 2
