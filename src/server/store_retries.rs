@@ -54,16 +54,8 @@ pub(crate) fn release_in_background<St: IdempotencyStore>(
     key: RecordKey,
     token: LockToken,
 ) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    runtime.spawn(async move {
-        let until = tokio::time::Instant::now() + shared.config.lease;
-        let _ = retry_until(until, Until::Fenced, || {
-            shared.timed("release", shared.store.release(&key, &token))
-        })
-        .await;
-    });
+    let window = shared.config.lease;
+    release_within(shared, key, token, window, Until::Fenced);
 }
 
 /// Releases a claim whose `begin` failed or was abandoned: it may have landed, or may
@@ -75,13 +67,25 @@ pub(crate) fn clean_up_lost_claim<St: IdempotencyStore>(
     key: RecordKey,
     token: LockToken,
 ) {
+    let window = (shared.config.store_timeout * 2).min(shared.config.lease);
+    release_within(shared, key, token, window, Until::Deadline);
+}
+
+/// Releases `key` held with `token` on a task of its own, retrying until `until` or the
+/// `window` ends (nothing, outside a runtime).
+fn release_within<St: IdempotencyStore>(
+    shared: Arc<Shared<St>>,
+    key: RecordKey,
+    token: LockToken,
+    window: std::time::Duration,
+    until: Until,
+) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
     runtime.spawn(async move {
-        let window = (shared.config.store_timeout * 2).min(shared.config.lease);
-        let until = tokio::time::Instant::now() + window;
-        let _ = retry_until(until, Until::Deadline, || {
+        let deadline = tokio::time::Instant::now() + window;
+        let _ = retry_until(deadline, until, || {
             shared.timed("release", shared.store.release(&key, &token))
         })
         .await;
