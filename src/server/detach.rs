@@ -1,6 +1,6 @@
-//! [`Detaching`]: a future that is polled in place and, if dropped before it finishes,
-//! hands the rest of its work to a task of its own. Nothing here is specific to
-//! idempotency.
+//! [`Detaching`]: a boxed future that is polled in place and, if dropped before it
+//! finishes (and asked to), hands the rest of its work to a task of its own. Nothing here
+//! is specific to idempotency.
 
 use std::{
     future::Future,
@@ -8,15 +8,19 @@ use std::{
     task::{Context, Poll},
 };
 
+use tracing::{Instrument, Span};
+
 /// Polls the work in place (no task spawned on the common path) and, if dropped before it
-/// finishes (hyper drops the response future when the client goes away), spawns the rest
-/// of it on the current tokio runtime.
+/// finishes (hyper drops the response future when the client goes away), either drops it
+/// or, when made to detach, spawns the rest of it on the current tokio runtime.
 pub(crate) struct Detaching<F>
 where
     F: Future + Send + 'static,
     F::Output: Send,
 {
     work: Option<Pin<Box<F>>>,
+    /// `Some` when the work, dropped unfinished, goes on: the span its task runs in.
+    detach: Option<Span>,
 }
 
 impl<F> Detaching<F>
@@ -24,10 +28,14 @@ where
     F: Future + Send + 'static,
     F::Output: Send,
 {
-    /// Takes the work already boxed: a large future is then built on the heap once, and
-    /// a caller that awaits it in place can share the one box.
-    pub(crate) fn new(work: Pin<Box<F>>) -> Self {
-        Self { work: Some(work) }
+    /// Takes the work already boxed (a large future is then built on the heap once);
+    /// `detach`: whether the work, if dropped unfinished, goes on on a task of its own, and
+    /// in which span (polled in place, the work runs in its caller's).
+    pub(crate) fn new(work: Pin<Box<F>>, detach: Option<Span>) -> Self {
+        Self {
+            work: Some(work),
+            detach,
+        }
     }
 }
 
@@ -56,15 +64,18 @@ where
     F::Output: Send,
 {
     fn drop(&mut self) {
-        let Some(work) = self.work.take() else {
+        let (Some(work), Some(span)) = (self.work.take(), self.detach.take()) else {
             return;
         };
         // Without a runtime the work can only be dropped.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        runtime.spawn(async move {
-            drop(work.await);
-        });
+        runtime.spawn(
+            async move {
+                drop(work.await);
+            }
+            .instrument(span),
+        );
     }
 }

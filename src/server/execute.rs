@@ -1,11 +1,11 @@
 //! Running the inner service under a claim, then deciding what becomes of the key: its
 //! response recorded, the failure recorded, or the key released.
 
-use std::{panic::AssertUnwindSafe, sync::Arc};
+use std::{future::Future, panic::AssertUnwindSafe, sync::Arc};
 
 use futures_util::FutureExt;
 use http::{Request, Response};
-use tracing::Instrument;
+use tracing::Span;
 
 use super::{
     body::{RequestBody, ResponseBody},
@@ -23,12 +23,15 @@ use crate::store::IdempotencyStore;
 /// Runs the request `claim` holds to its end and records the outcome. With
 /// `run_to_completion`, a client that disconnects cancels only its wait: the work goes on,
 /// on a task of its own, to finish the write and record it.
-pub(crate) async fn execute<S, St, ReqBody, ResBody>(
+///
+/// Not an `async fn`: its arguments go straight into the work's box, not first into a
+/// future of its own (each hand-over of the request is a copy).
+pub(crate) fn execute<S, St, ReqBody, ResBody>(
     inner: S,
     req: Request<RequestBody<ReqBody>>,
     claim: Claim<St>,
     handle: IdempotencyKey,
-) -> Result<Response<ResponseBody<ResBody>>, S::Error>
+) -> Detaching<impl Future<Output = Result<Response<ResponseBody<ResBody>>, S::Error>> + Send>
 where
     S: Inner<ReqBody, ResBody>,
     St: IdempotencyStore,
@@ -41,15 +44,12 @@ where
     // and inline it would be copied each time the future moves (into the layer's box).
     // (The box is made first and the future written into it: made first, the future
     // would be built on the stack and copied in whole.)
+    // Polled in place, it runs in the caller's span; detached, in the same span.
     let work = Box::into_pin(Box::write(
         Box::new_uninit(),
-        run_and_record(inner, req, claim, handle).in_current_span(),
+        run_and_record(inner, req, claim, handle),
     ));
-    if run_to_completion {
-        Detaching::new(work).await
-    } else {
-        work.await
-    }
+    Detaching::new(work, run_to_completion.then(Span::current))
 }
 
 /// What the inner service gave, up to the point the layer decides.

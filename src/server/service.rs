@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body::Body;
 use tower_service::Service;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use super::{
     body::{RequestBody, ResponseBody},
@@ -135,15 +135,27 @@ where
                 nested: false,
             },
         };
-        let span = tracing::info_span!(
+        let span = request_span(&req);
+        let shared = Arc::clone(&self.shared);
+        let future = intercept(inner, shared, req, claimant, span.clone(), protocol);
+        ResponseFuture::intercepted(Box::pin(future.instrument(span)))
+    }
+}
+
+/// The span of an intercepted request, made only when a subscriber would record it. A
+/// span made for no one is not free: with tracing's `log` feature (axum turns it on), it
+/// keeps its metadata and checks the `log` level each time it is entered, left or
+/// recorded. The layer's events are emitted either way (to `log` too, with that feature).
+fn request_span<B>(req: &Request<B>) -> Span {
+    if tracing::enabled!(kind: tracing::metadata::Kind::SPAN, tracing::Level::INFO) {
+        tracing::info_span!(
             "idempotency",
             method = %req.method(),
             path = req.uri().path(),
             outcome = tracing::field::Empty,
-        );
-        let shared = Arc::clone(&self.shared);
-        let future = intercept(inner, shared, req, claimant, span.clone(), protocol);
-        ResponseFuture::intercepted(Box::pin(future.instrument(span)))
+        )
+    } else {
+        Span::none()
     }
 }
 
