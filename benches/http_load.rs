@@ -1,5 +1,8 @@
 //! Throughput over real loopback HTTP: bare handler, pass-through, fresh and replay, as
-//! ratios to the bare handler measured in the same run.
+//! ratios to the bare handler measured in the same run. Fresh requests and replays are
+//! also compared with `bare_keyed`, the bare handler sent the same keyed requests: the
+//! load generator shares the two cores, and a key it formats for each request is work
+//! it does not do for a keyless bare request.
 //!
 //! ```text
 //! cargo bench --bench http_load                     # 3 rounds of 2 s per scenario
@@ -39,17 +42,27 @@ mod common;
 #[derive(Clone, Copy, PartialEq)]
 enum Scenario {
     Bare,
+    /// The bare handler sent the requests of `Fresh`, key header and all: the same bytes
+    /// on the wire and the same work for the load generator, which shares the machine.
+    BareKeyed,
     PassThrough,
     Fresh,
     Replay,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 4] = [Self::Bare, Self::PassThrough, Self::Fresh, Self::Replay];
+    const ALL: [Scenario; 5] = [
+        Self::Bare,
+        Self::BareKeyed,
+        Self::PassThrough,
+        Self::Fresh,
+        Self::Replay,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Self::Bare => "bare",
+            Self::BareKeyed => "bare_keyed",
             Self::PassThrough => "pass_through",
             Self::Fresh => "fresh",
             Self::Replay => "replay",
@@ -172,7 +185,7 @@ async fn load(
                     .header("host", "bench")
                     .header("content-type", "application/json");
                 match scenario {
-                    Scenario::Fresh => {
+                    Scenario::Fresh | Scenario::BareKeyed => {
                         request = request.header(
                             "idempotency-key",
                             format!("fresh-{run}-{}", KEYS.fetch_add(1, Ordering::Relaxed)),
@@ -241,7 +254,7 @@ fn main() {
                 {
                     continue;
                 }
-                let addr = if scenario == Scenario::Bare {
+                let addr = if matches!(scenario, Scenario::Bare | Scenario::BareKeyed) {
                     bare
                 } else {
                     layered
@@ -264,6 +277,7 @@ fn main() {
         return; // no baseline to compare with
     }
     let baseline = median(results[0].clone());
+    let keyed = median(results[1].clone());
     println!(
         "\nmedian of {} rounds x {} s, {} connections, {}-byte order, handler commit {:?}, store {}",
         options.rounds,
@@ -275,8 +289,14 @@ fn main() {
     );
     for (scenario, rounds) in Scenario::ALL.into_iter().zip(results) {
         let rps = median(rounds);
+        // A keyed request is compared with the bare handler sent the same request too:
+        // making its key is the client's work, on the machine the server shares.
+        let against_keyed = match scenario {
+            Scenario::Fresh | Scenario::Replay => format!("  to bare_keyed {:.3}", rps / keyed),
+            _ => String::new(),
+        };
         println!(
-            "{:>12}: {rps:>9.0} req/s  ratio to bare {:.3}",
+            "{:>12}: {rps:>9.0} req/s  ratio to bare {:.3}{against_keyed}",
             scenario.name(),
             rps / baseline
         );
