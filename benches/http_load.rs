@@ -10,6 +10,7 @@
 //! cargo bench --bench http_load -- --commit-ms 1   # a handler that waits 1 ms on I/O
 //! cargo bench --bench http_load -- --body-bytes 40  # a tiny order instead of 1 KiB
 //! cargo bench --bench http_load -- --only fresh     # one scenario (to profile it)
+//! cargo bench --bench http_load -- --max-entries 10000  # a memory store of 10k records
 //! cargo bench --bench http_load --features redis -- --store redis://127.0.0.1:6379
 //! cargo bench --bench http_load --features postgres -- --store postgres://postgres@127.0.0.1:5432/test
 //! ```
@@ -77,6 +78,7 @@ struct Options {
     commit: Duration,
     body_bytes: usize,
     store: String,
+    max_entries: Option<usize>,
     only: Option<String>,
 }
 
@@ -88,6 +90,7 @@ fn options() -> Options {
         commit: Duration::ZERO,
         body_bytes: common::BODY_BYTES,
         store: "memory".to_owned(),
+        max_entries: None,
         only: None,
     };
     let mut args = std::env::args().skip(1);
@@ -103,6 +106,7 @@ fn options() -> Options {
             "--body-bytes" => options.body_bytes = value().parse().expect("--body-bytes"),
             "--store" => options.store = value(),
             "--only" => options.only = Some(value()),
+            "--max-entries" => options.max_entries = Some(value().parse().expect("--max-entries")),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -136,9 +140,12 @@ static KEYS: AtomicU64 = AtomicU64::new(0);
 
 /// The handler behind the layer on the store `url` names (`memory`, `redis://…`,
 /// `postgres://…`).
-async fn layered(url: String, commit: Duration) -> Router {
+async fn layered(url: String, commit: Duration, max_entries: Option<usize>) -> Router {
     if url == "memory" {
-        return common::layered(commit);
+        return match max_entries {
+            Some(max_entries) => common::layered_holding(commit, max_entries),
+            None => common::layered(commit),
+        };
     }
     #[cfg(feature = "redis")]
     if url.starts_with("redis") {
@@ -229,7 +236,8 @@ fn main() {
     let commit = options.commit;
     let bare = serve(move || async move { common::bare(commit) });
     let store = options.store.clone();
-    let layered = serve(move || layered(store, commit));
+    let max_entries = options.max_entries;
+    let layered = serve(move || layered(store, commit, max_entries));
     let body = common::order(options.body_bytes);
     let run = std::process::id().to_string()
         + &std::time::SystemTime::now()
@@ -279,13 +287,16 @@ fn main() {
     let baseline = median(results[0].clone());
     let keyed = median(results[1].clone());
     println!(
-        "\nmedian of {} rounds x {} s, {} connections, {}-byte order, handler commit {:?}, store {}",
+        "\nmedian of {} rounds x {} s, {} connections, {}-byte order, handler commit {:?}, store {}{}",
         options.rounds,
         options.seconds,
         options.connections,
         options.body_bytes,
         options.commit,
-        options.store
+        options.store,
+        options
+            .max_entries
+            .map_or(String::new(), |n| format!(" holding at most {n} records")),
     );
     for (scenario, rounds) in Scenario::ALL.into_iter().zip(results) {
         let rps = median(rounds);

@@ -74,6 +74,16 @@ pub(crate) fn layered(commit: Duration) -> Router {
     bare(commit).layer(IdempotencyLayer::new(evicting_store()))
 }
 
+/// The handler behind the layer on an in-memory store that holds at most `max_entries`
+/// records (evicting the least recently used beyond them).
+pub(crate) fn layered_holding(commit: Duration, max_entries: usize) -> Router {
+    let store = MemoryStore::builder()
+        .eviction(tower_idempotency::store::Eviction::LeastRecentlyUsed)
+        .max_entries(max_entries)
+        .build();
+    bare(commit).layer(IdempotencyLayer::new(store))
+}
+
 /// Millions of fresh keys fill the store: with the default policy it would then refuse
 /// them (a cheaper path, not the one measured), so evict as a long-running server whose
 /// records expire would.

@@ -137,8 +137,12 @@ where
         };
         let span = request_span(&req);
         let shared = Arc::clone(&self.shared);
-        let future = intercept(inner, shared, req, claimant, span.clone(), protocol);
-        ResponseFuture::intercepted(Box::pin(future.instrument(span)))
+        // Written into its box, not built and then moved in: the future is ~2 KB.
+        let boxed = Box::write(
+            Box::new_uninit(),
+            intercept(inner, shared, req, claimant, span.clone(), protocol).instrument(span),
+        );
+        ResponseFuture::intercepted(Box::into_pin(boxed))
     }
 }
 
