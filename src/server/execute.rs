@@ -89,105 +89,109 @@ fn released<B>(
     .then_some(Outcome::Released)
 }
 
-async fn run_and_record<S, St, ReqBody, ResBody>(
+fn run_and_record<S, St, ReqBody, ResBody>(
     mut inner: S,
     req: Request<RequestBody<ReqBody>>,
     mut claim: Claim<St>,
     handle: IdempotencyKey,
-) -> Result<Response<ResponseBody<ResBody>>, S::Error>
+) -> impl Future<Output = Result<Response<ResponseBody<ResBody>>, S::Error>>
 where
     S: Inner<ReqBody, ResBody>,
     St: IdempotencyStore,
     ResBody: OutBody,
 {
-    let config = Arc::clone(&claim.shared().config);
-    let protocol = claim.protocol();
-    let run = async {
-        let response = inner.call(req).await?;
-        // A committed completion is what the store holds: it wins over the answer.
-        if handle.completed().is_some() {
-            return Ok(Ran::Committed(response.into_parts().0.extensions));
-        }
-        if let Some(outcome) = released(&config, protocol, &response) {
-            return Ok(Ran::Release(outcome, response));
-        }
-        let (parts, body) = response.into_parts();
-        let read = read_response(body, config.max_response_body).await;
-        // A gRPC call's outcome is in the trailers after its message.
-        match read {
-            ReadResponse::Complete {
-                body,
-                trailers: Some(trailers),
-            } if protocol == Protocol::Grpc
-                && grpc::is_transient(&config.transient_statuses, &trailers) =>
-            {
-                Ok(Ran::ReleaseRead(parts, body, trailers))
+    // An `async` block, not an `async fn`: an `async fn` first moves its arguments out of
+    // its future into locals of the same future (the request twice over).
+    async move {
+        let config = Arc::clone(&claim.shared().config);
+        let protocol = claim.protocol();
+        let run = async {
+            let response = inner.call(req).await?;
+            // A committed completion is what the store holds: it wins over the answer.
+            if handle.completed().is_some() {
+                return Ok(Ran::Committed(response.into_parts().0.extensions));
             }
-            read => Ok(Ran::Read(parts, read)),
-        }
-    };
-    // A panic is caught to settle the claim (the write may have happened), then resumed.
-    let run = std::pin::pin!(AssertUnwindSafe(run).catch_unwind());
-    let ran = claim.renewing(run).await;
-    // The handler committed the record, then failed: the record stands.
-    if let (Some(_), Err(_) | Ok(Err(_))) = (handle.completed(), &ran) {
-        claim.settle_committed();
-    }
-    let (parts, read) = match ran {
-        Err(panic) if claim.is_settled() => std::panic::resume_unwind(panic),
-        Ok(Err(err)) if claim.is_settled() => return Err(err),
-        Err(panic) => {
-            let outcome = claim.fail().await;
-            claim.note(outcome);
-            std::panic::resume_unwind(panic);
-        }
-        Ok(Err(err)) => {
-            let outcome = claim.fail().await;
-            claim.note(outcome);
-            return Err(err);
-        }
-        Ok(Ok(Ran::Release(outcome, response))) => {
-            claim.release().await;
-            return Ok(claim.finish(outcome, response.map(ResponseBody::streaming)));
-        }
-        Ok(Ok(Ran::ReleaseRead(parts, body, trailers))) => {
-            claim.release().await;
-            let body = ResponseBody::held(body, None, None, Some(trailers));
-            return Ok(claim.finish(Outcome::Released, Response::from_parts(parts, body)));
-        }
-        Ok(Ok(Ran::Committed(extensions))) => {
+            if let Some(outcome) = released(&config, protocol, &response) {
+                return Ok(Ran::Release(outcome, response));
+            }
+            let (parts, body) = response.into_parts();
+            let read = read_response(body, config.max_response_body).await;
+            // A gRPC call's outcome is in the trailers after its message.
+            match read {
+                ReadResponse::Complete {
+                    body,
+                    trailers: Some(trailers),
+                } if protocol == Protocol::Grpc
+                    && grpc::is_transient(&config.transient_statuses, &trailers) =>
+                {
+                    Ok(Ran::ReleaseRead(parts, body, trailers))
+                }
+                read => Ok(Ran::Read(parts, read)),
+            }
+        };
+        // A panic is caught to settle the claim (the write may have happened), then resumed.
+        let run = std::pin::pin!(AssertUnwindSafe(run).catch_unwind());
+        let ran = claim.renewing(run).await;
+        // The handler committed the record, then failed: the record stands.
+        if let (Some(_), Err(_) | Ok(Err(_))) = (handle.completed(), &ran) {
             claim.settle_committed();
-            let completed = handle.completed().expect("committed").clone();
-            return Ok(claim.finish(Outcome::Fresh, answer(completed, extensions)));
         }
-        Ok(Ok(Ran::Read(parts, read))) => (parts, read),
-    };
-    // The handler has answered: from here on, nothing may release the key.
-    claim.mark_ran();
-    let mut parts = parts;
-    let body = match read {
-        ReadResponse::Complete { body, trailers } => {
-            // The body and trailers given are those given back: never empty in their place.
-            let (body, trailers) = claim.complete_with(&mut parts, Some(body), trailers).await;
-            let body = body.unwrap_or_default();
-            match trailers {
-                None => ResponseBody::full(body),
-                trailers => ResponseBody::held(body, None, None, trailers),
+        let (parts, read) = match ran {
+            Err(panic) if claim.is_settled() => std::panic::resume_unwind(panic),
+            Ok(Err(err)) if claim.is_settled() => return Err(err),
+            Err(panic) => {
+                let outcome = claim.fail().await;
+                claim.note(outcome);
+                std::panic::resume_unwind(panic);
             }
-        }
-        ReadResponse::Overflow { head, rest } => {
-            // Delivered once, as it streams; a retry learns it ran, and does not run again.
-            claim.complete_with(&mut parts, None, None).await;
-            ResponseBody::held(head, Some(rest), None, None)
-        }
-        ReadResponse::Failed { head, error } => {
-            // The handler answered with a status, so it ran: recorded without the body,
-            // never released. The client gets what was read, then the error.
-            claim.complete_with(&mut parts, None, None).await;
-            ResponseBody::held(head, None, Some(error), None)
-        }
-    };
-    Ok(claim.finish(Outcome::Fresh, Response::from_parts(parts, body)))
+            Ok(Err(err)) => {
+                let outcome = claim.fail().await;
+                claim.note(outcome);
+                return Err(err);
+            }
+            Ok(Ok(Ran::Release(outcome, response))) => {
+                claim.release().await;
+                return Ok(claim.finish(outcome, response.map(ResponseBody::streaming)));
+            }
+            Ok(Ok(Ran::ReleaseRead(parts, body, trailers))) => {
+                claim.release().await;
+                let body = ResponseBody::held(body, None, None, Some(trailers));
+                return Ok(claim.finish(Outcome::Released, Response::from_parts(parts, body)));
+            }
+            Ok(Ok(Ran::Committed(extensions))) => {
+                claim.settle_committed();
+                let completed = handle.completed().expect("committed").clone();
+                return Ok(claim.finish(Outcome::Fresh, answer(completed, extensions)));
+            }
+            Ok(Ok(Ran::Read(parts, read))) => (parts, read),
+        };
+        // The handler has answered: from here on, nothing may release the key.
+        claim.mark_ran();
+        let mut parts = parts;
+        let body = match read {
+            ReadResponse::Complete { body, trailers } => {
+                // The body and trailers given are those given back: never empty in their place.
+                let (body, trailers) = claim.complete_with(&mut parts, Some(body), trailers).await;
+                let body = body.unwrap_or_default();
+                match trailers {
+                    None => ResponseBody::full(body),
+                    trailers => ResponseBody::held(body, None, None, trailers),
+                }
+            }
+            ReadResponse::Overflow { head, rest } => {
+                // Delivered once, as it streams; a retry learns it ran, and does not run again.
+                claim.complete_with(&mut parts, None, None).await;
+                ResponseBody::held(head, Some(rest), None, None)
+            }
+            ReadResponse::Failed { head, error } => {
+                // The handler answered with a status, so it ran: recorded without the body,
+                // never released. The client gets what was read, then the error.
+                claim.complete_with(&mut parts, None, None).await;
+                ResponseBody::held(head, None, Some(error), None)
+            }
+        };
+        Ok(claim.finish(Outcome::Fresh, Response::from_parts(parts, body)))
+    }
 }
 
 /// The answer to a request whose handler committed `completed` as its record: exactly what
