@@ -89,6 +89,8 @@ fn released<B>(
     .then_some(Outcome::Released)
 }
 
+// Not an `async fn` on purpose: see the body.
+#[allow(clippy::manual_async_fn)]
 fn run_and_record<S, St, ReqBody, ResBody>(
     mut inner: S,
     req: Request<RequestBody<ReqBody>>,
