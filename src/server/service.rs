@@ -146,21 +146,24 @@ where
     }
 }
 
-/// The span of an intercepted request, made only when a subscriber would record it. A
-/// span made for no one is not free: with tracing's `log` feature (axum turns it on), it
-/// keeps its metadata and checks the `log` level each time it is entered, left or
-/// recorded. The layer's events are emitted either way (to `log` too, with that feature).
+/// The span of an intercepted request, made only when some subscriber could record it:
+/// no subscriber at all, or none at `INFO` or finer for anything, and it is
+/// `Span::none()`. A span made for no one is not free: with tracing's `log` feature
+/// (axum turns it on), it keeps its metadata and checks the `log` level each time it is
+/// entered, left or recorded. Otherwise the span's own callsite decides, so a filter on
+/// its name or fields (`[idempotency]=debug`) applies as it always did. The layer's
+/// events are emitted either way (to `log` too, with that feature).
 fn request_span<B>(req: &Request<B>) -> Span {
-    if tracing::enabled!(kind: tracing::metadata::Kind::SPAN, tracing::Level::INFO) {
-        tracing::info_span!(
-            "idempotency",
-            method = %req.method(),
-            path = req.uri().path(),
-            outcome = tracing::field::Empty,
-        )
-    } else {
-        Span::none()
+    use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+    if STATIC_MAX_LEVEL < tracing::Level::INFO || LevelFilter::current() < tracing::Level::INFO {
+        return Span::none();
     }
+    tracing::info_span!(
+        "idempotency",
+        method = %req.method(),
+        path = req.uri().path(),
+        outcome = tracing::field::Empty,
+    )
 }
 
 /// How a layer that names gRPC methods intercepts `req`, if it does: as a protected gRPC
@@ -177,4 +180,28 @@ fn grpc_protocol<B>(
     }
     let keyed = config.require_key || req.headers().contains_key(&config.header_name);
     (keyed && config.grpc_methods.protects(req.uri().path())).then_some(Protocol::Grpc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::{prelude::*, EnvFilter};
+
+    #[test]
+    fn a_subscriber_that_enables_the_span_only_by_its_name_gets_it() {
+        // A directive on the span's name: no target is enabled at INFO, only this span
+        // (and what happens inside it).
+        let subscriber =
+            tracing_subscriber::registry().with(EnvFilter::new("warn,[idempotency]=debug"));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::callsite::rebuild_interest_cache();
+            let req = Request::post("/orders").body(()).unwrap();
+            let span = request_span(&req);
+            assert!(!span.is_disabled());
+            assert_eq!(
+                span.metadata().map(tracing::Metadata::name),
+                Some("idempotency")
+            );
+        });
+    }
 }
