@@ -42,9 +42,9 @@ where
     let claim = claim.watching(handle.clone());
     // Boxed here, not held inline: the work is the largest part of the request's future,
     // and inline it would be copied each time the future moves (into the layer's box).
-    // (The box is made first and the future written into it: made first, the future
-    // would be built on the stack and copied in whole.)
-    // Polled in place, it runs in the caller's span; detached, in the same span.
+    // (The box is made first and the future written into it; boxed after, the future
+    // would be built on the stack and copied in whole.) Polled in place, the work runs in
+    // the caller's span; detached, its task runs in that same span.
     let work = Box::into_pin(Box::write(
         Box::new_uninit(),
         run_and_record(inner, req, claim, handle),
