@@ -1,6 +1,7 @@
 //! [`MemoryStore`]: records in the process, bounded by bytes and entries.
 
 mod builder;
+mod expiries;
 mod kept;
 mod leases;
 mod shards;
@@ -791,7 +792,7 @@ mod tests {
         // The boxed record and its table slot, and the deadline index's entry.
         let slot = size_of::<(std::sync::Arc<str>, state::Entry)>()
             + size_of::<shards::Slot<state::Entry>>();
-        let indices = size_of::<((i64, u64), std::sync::Arc<str>)>();
+        let indices = expiries::ENTRY_BYTES;
         assert!(state::PER_RECORD >= slot + indices, "{}", state::PER_RECORD);
         assert!(
             state::PER_RECORD <= 2 * (slot + indices),

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::{
     builder::{Eviction, Limits},
+    expiries::{self, Expiries},
     kept::Kept,
     leases::Leases,
     shards::{Hashed, Shards},
@@ -23,14 +24,16 @@ use crate::{
 /// The bytes of the store's own structures per record, on top of the key and the
 /// response: the record itself, its table slot (a table is between seven-sixteenths and
 /// seven-eighths full as it grows by doubling: two-thirds on average), the key's `Arc`
-/// header, the two index entries (B-tree nodes are about two-thirds full; an in-flight
-/// record's entry in `leases` is as large, in a queue that gives back room beyond four
-/// times its length).
+/// header, and the two index entries: the record's place in `expiries` (in chunks kept
+/// full; an in-flight record's entry in `leases` is as large, in a queue that gives back
+/// room beyond four times its length), and, with least-recently-used eviction, in
+/// `by_use` (B-tree nodes are about two-thirds full).
 /// `cargo bench --bench memory` prints this count beside the real heap.
 pub(super) const PER_RECORD: usize = size_of::<(Arc<str>, Entry)>()
     + size_of::<super::shards::Slot<Entry>>() * 3 / 2
     + 2 * size_of::<usize>()
-    + (size_of::<((i64, u64), Arc<str>)>() + size_of::<(u64, Arc<str>)>()) * 3 / 2;
+    + expiries::ENTRY_BYTES
+    + size_of::<(u64, Arc<str>)>() * 3 / 2;
 
 pub(super) struct State {
     /// What instants are measured from: each record and index entry keeps an `i64` of
@@ -40,7 +43,7 @@ pub(super) struct State {
     /// In-flight records by the end of their lease.
     leases: Leases,
     /// Completed records by the moment they die (TTL end).
-    by_deadline: BTreeMap<(i64, u64), Arc<str>>,
+    expiries: Expiries,
     /// Completed records by last use, oldest first: kept only for least-recently-used
     /// eviction (`track_use`).
     by_use: BTreeMap<u64, Arc<str>>,
@@ -73,7 +76,7 @@ pub(super) struct Entry {
     pub(super) phase: Phase,
     /// When it dies, as a moment (nanoseconds since the store's epoch).
     deadline: i64,
-    /// Unique per record; ties `leases` and `by_deadline` entries to it.
+    /// Unique per record; ties `leases` and `expiries` entries to it.
     id: u64,
     /// Last use, the key in `by_use` (completed records only).
     used: u64,
@@ -111,7 +114,7 @@ impl State {
             epoch: Instant::now(),
             records: Shards::default(),
             leases: Leases::default(),
-            by_deadline: BTreeMap::new(),
+            expiries: Expiries::default(),
             by_use: BTreeMap::new(),
             track_use,
             by_scope: HashMap::new(),
@@ -223,7 +226,7 @@ impl State {
         if self.track_use {
             self.by_use.insert(used, Arc::clone(&shared_key));
         }
-        self.by_deadline.insert((deadline, entry.id), shared_key);
+        self.expiries.add((deadline, entry.id), shared_key);
         self.charge(key, partition, size as isize - old as isize, 0);
     }
 
@@ -235,7 +238,7 @@ impl State {
                 self.leases.take(entry.deadline, entry.id);
             }
             Phase::Completed(_) => {
-                self.by_deadline.remove(&(entry.deadline, entry.id));
+                self.expiries.take((entry.deadline, entry.id));
             }
         }
         // An in-flight entry's `used` is its own id, a tick no completion took: removing
@@ -316,12 +319,10 @@ impl State {
             }
             let now_moment = self.moment(now);
             // The first to die of the in-flight records and of the completed ones.
-            let first = match (self.leases.first(), self.by_deadline.first_key_value()) {
-                (Some(leased), Some((&(completed, _), key))) if completed < leased.0 => {
-                    Some((completed, key))
-                }
+            let first = match (self.leases.first(), self.expiries.first()) {
+                (Some(leased), Some(completed)) if completed.0 < leased.0 => Some(completed),
                 (Some(leased), _) => Some(leased),
-                (None, completed) => completed.map(|(&(deadline, _), key)| (deadline, key)),
+                (None, completed) => completed,
             };
             let victim = match first {
                 Some((deadline, victim)) if deadline <= now_moment => {
