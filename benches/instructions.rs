@@ -1,8 +1,9 @@
 //! Instructions per request, counted by callgrind (the count does not depend on a noisy
 //! clock): the bare handler (sent no key, and sent the key header a fresh request
 //! carries), a layer that does nothing, the pass-through, a fresh request and a replay
-//! with the layer's defaults on the default memory store, and the SHA-256 of the same
-//! 1 KiB order, so that the layer's own work beside the digest is
+//! with the layer's defaults on the default memory store (and on one that evicts the
+//! least recently used records, which also keeps their order of use), and the SHA-256 of
+//! the same 1 KiB order, so that the layer's own work beside the digest is
 //! `fresh - bare_keyed - sha256`.
 //!
 //! ```text
@@ -26,17 +27,19 @@ use std::{hint::black_box, process::Command, time::Duration};
 
 use axum::Router;
 use bytes::Bytes;
-use tower_idempotency::{IdempotencyLayer, MemoryStore};
+use tower_idempotency::{store::Eviction, IdempotencyLayer, MemoryStore};
 
 mod common;
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 9] = [
     "bare",
     "bare_keyed",
     "noop_layer",
     "pass_through",
     "fresh",
     "replay",
+    "fresh_lru",
+    "replay_lru",
     "sha256",
 ];
 
@@ -106,6 +109,13 @@ fn main() {
             beside("pass_through", "bare", f),
         );
     }
+    println!(
+        "with least-recently-used eviction: fresh {:.0}, replay {:.0} (outside the allocator: fresh {:.0}, replay {:.0})",
+        beside("fresh_lru", "bare_keyed", |p| p.all),
+        beside("replay_lru", "bare_keyed", |p| p.all),
+        beside("fresh_lru", "bare_keyed", |p| p.outside_allocator),
+        beside("replay_lru", "bare_keyed", |p| p.outside_allocator),
+    );
     println!(
         "allocations beyond the bare handler's: fresh {:.1}, replay {:.1}, pass-through {:.1}",
         beside("fresh", "bare_keyed", |p| p.allocations),
@@ -260,13 +270,19 @@ fn child(scenario: &str, n: u64) {
     let app = match scenario {
         "bare" | "bare_keyed" => common::bare(Duration::ZERO),
         "noop_layer" => common::noop_layered(),
+        "fresh_lru" | "replay_lru" => {
+            let store = MemoryStore::builder()
+                .eviction(Eviction::LeastRecentlyUsed)
+                .build();
+            common::bare(Duration::ZERO).layer(IdempotencyLayer::new(store))
+        }
         _ => common::bare(Duration::ZERO).layer(IdempotencyLayer::new(MemoryStore::new())),
     };
     // The keys are made before counting: making them is the client's work.
     let mut keys: Vec<Option<String>> = (0..n + 50)
         .map(|i| match scenario {
-            "fresh" | "bare_keyed" => Some(format!("fresh-{i}")),
-            "replay" => Some("replay-key".to_owned()),
+            "fresh" | "fresh_lru" | "bare_keyed" => Some(format!("fresh-{i}")),
+            "replay" | "replay_lru" => Some("replay-key".to_owned()),
             _ => None,
         })
         .collect();

@@ -1,9 +1,9 @@
 //! [`MemoryStore`]: records in the process, bounded by bytes and entries.
 
 mod builder;
-mod expiries;
 mod kept;
 mod leases;
+mod record_queue;
 mod shards;
 mod state;
 
@@ -792,7 +792,7 @@ mod tests {
         // The boxed record and its table slot, and the deadline index's entry.
         let slot = size_of::<(std::sync::Arc<str>, state::Entry)>()
             + size_of::<shards::Slot<state::Entry>>();
-        let indices = expiries::ENTRY_BYTES;
+        let indices = record_queue::entry_bytes::<(i64, u64)>();
         assert!(state::PER_RECORD >= slot + indices, "{}", state::PER_RECORD);
         assert!(
             state::PER_RECORD <= 2 * (slot + indices),

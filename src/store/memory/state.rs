@@ -1,19 +1,15 @@
 //! The records of one memory store and their indices, under its one lock: lookup, the
 //! expiry orders (leases, TTLs) and last-use order, the byte counts, and eviction.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    mem::size_of,
-    sync::Arc,
-};
+use std::{collections::HashMap, mem::size_of, sync::Arc};
 
 use tokio::time::Instant;
 
 use super::{
     builder::{Eviction, Limits},
-    expiries::{self, Expiries},
     kept::Kept,
     leases::Leases,
+    record_queue::{entry_bytes, RecordQueue},
     shards::{Hashed, Shards},
 };
 use crate::{
@@ -24,16 +20,15 @@ use crate::{
 /// The bytes of the store's own structures per record, on top of the key and the
 /// response: the record itself, its table slot (a table is between seven-sixteenths and
 /// seven-eighths full as it grows by doubling: two-thirds on average), the key's `Arc`
-/// header, and the two index entries: the record's place in `expiries` (in chunks kept
-/// full; an in-flight record's entry in `leases` is as large, in a queue that gives back
-/// room beyond four times its length), and, with least-recently-used eviction, in
-/// `by_use` (B-tree nodes are about two-thirds full).
+/// header, and the two index entries: the record's places in `expiries` and `by_use`
+/// (queues of chunks, full as they fill and at least half full of live entries as
+/// records leave early: a half more on average; an in-flight record's entry in `leases`
+/// is as large, in a queue that gives back room beyond four times its length).
 /// `cargo bench --bench memory` prints this count beside the real heap.
 pub(super) const PER_RECORD: usize = size_of::<(Arc<str>, Entry)>()
     + size_of::<super::shards::Slot<Entry>>() * 3 / 2
     + 2 * size_of::<usize>()
-    + expiries::ENTRY_BYTES
-    + size_of::<(u64, Arc<str>)>() * 3 / 2;
+    + (entry_bytes::<(i64, u64)>() + entry_bytes::<u64>()) * 3 / 2;
 
 pub(super) struct State {
     /// What instants are measured from: each record and index entry keeps an `i64` of
@@ -43,10 +38,10 @@ pub(super) struct State {
     /// In-flight records by the end of their lease.
     leases: Leases,
     /// Completed records by the moment they die (TTL end).
-    expiries: Expiries,
+    expiries: RecordQueue<(i64, u64)>,
     /// Completed records by last use, oldest first: kept only for least-recently-used
     /// eviction (`track_use`).
-    by_use: BTreeMap<u64, Arc<str>>,
+    by_use: RecordQueue<u64>,
     track_use: bool,
     /// What each non-empty scope's records hold.
     by_scope: HashMap<Box<str>, Held>,
@@ -114,8 +109,8 @@ impl State {
             epoch: Instant::now(),
             records: Shards::default(),
             leases: Leases::default(),
-            expiries: Expiries::default(),
-            by_use: BTreeMap::new(),
+            expiries: RecordQueue::default(),
+            by_use: RecordQueue::default(),
             track_use,
             by_scope: HashMap::new(),
             bytes: 0,
@@ -173,8 +168,8 @@ impl State {
         let used = self.tick();
         let entry = self.records.get_mut(key).expect("entry present");
         let last = std::mem::replace(&mut entry.used, used);
-        let shared_key = self.by_use.remove(&last).expect("completed indexed");
-        self.by_use.insert(used, shared_key);
+        let shared_key = self.by_use.take(last).expect("completed indexed");
+        self.by_use.add(used, shared_key);
     }
 
     /// Adds an in-flight record.
@@ -224,7 +219,7 @@ impl State {
         entry.used = used;
         entry.deadline = deadline;
         if self.track_use {
-            self.by_use.insert(used, Arc::clone(&shared_key));
+            self.by_use.add(used, Arc::clone(&shared_key));
         }
         self.expiries.add((deadline, entry.id), shared_key);
         self.charge(key, partition, size as isize - old as isize, 0);
@@ -244,7 +239,7 @@ impl State {
         // An in-flight entry's `used` is its own id, a tick no completion took: removing
         // it from the last-use order is a no-op.
         if self.track_use {
-            self.by_use.remove(&entry.used);
+            self.by_use.take(entry.used);
         }
         self.charge(key, entry.partition, -(entry.size_now(key) as isize), -1);
         Some(entry)
@@ -320,9 +315,11 @@ impl State {
             let now_moment = self.moment(now);
             // The first to die of the in-flight records and of the completed ones.
             let first = match (self.leases.first(), self.expiries.first()) {
-                (Some(leased), Some(completed)) if completed.0 < leased.0 => Some(completed),
+                (Some(leased), Some(((completed, _), key))) if completed < leased.0 => {
+                    Some((completed, key))
+                }
                 (Some(leased), _) => Some(leased),
-                (None, completed) => completed,
+                (None, completed) => completed.map(|((deadline, _), key)| (deadline, key)),
             };
             let victim = match first {
                 Some((deadline, victim)) if deadline <= now_moment => {
@@ -332,7 +329,7 @@ impl State {
                 }
                 // A full scope is its own caller's problem: it never evicts others.
                 _ if scope_full || limits.eviction == Eviction::ExpiredOnly => return false,
-                _ => match self.by_use.first_key_value() {
+                _ => match self.by_use.first() {
                     Some((_, victim)) => {
                         self.stats.evicted += 1;
                         emit::memory_eviction("lru");
