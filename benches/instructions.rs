@@ -10,7 +10,12 @@
 //! cargo bench --bench instructions              # needs valgrind on the PATH
 //! cargo bench --bench instructions -- --requests 2000
 //! cargo bench --bench instructions -- --only fresh,bare   # some scenarios, no comparisons
+//! REDIS_URL=redis://127.0.0.1:6379 cargo bench --bench instructions --features redis
 //! ```
+//!
+//! With `REDIS_URL` set (and the feature `redis`), a fresh request and a replay on the
+//! Redis store are counted too: this process's instructions only (the layer, the store,
+//! the Redis client), not the Redis server's. Their keys are deleted afterwards.
 //!
 //! Each scenario runs twice under `valgrind --tool=callgrind`, counting only inside
 //! `measured` (warm-up excluded), with `n` and `2n` requests; the difference over `n`
@@ -43,6 +48,9 @@ const SCENARIOS: [&str; 9] = [
     "sha256",
 ];
 
+/// Counted when `REDIS_URL` is set.
+const REDIS_SCENARIOS: [&str; 2] = ["fresh_redis", "replay_redis"];
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == "--child") {
@@ -64,8 +72,10 @@ fn main() {
         .iter()
         .position(|a| a == "--only")
         .map(|at| args[at + 1].split(',').collect());
+    let redis = cfg!(feature = "redis") && std::env::var_os("REDIS_URL").is_some();
     let per: Vec<(&str, PerRequest)> = SCENARIOS
         .iter()
+        .chain(if redis { &REDIS_SCENARIOS[..] } else { &[] })
         .filter(|scenario| only.as_ref().is_none_or(|only| only.contains(scenario)))
         .map(|&scenario| (scenario, per_request(&args[0], scenario, n)))
         .collect();
@@ -116,6 +126,17 @@ fn main() {
         beside("fresh_lru", "bare_keyed", |p| p.outside_allocator),
         beside("replay_lru", "bare_keyed", |p| p.outside_allocator),
     );
+    if redis {
+        println!(
+            "on Redis (this process only): fresh {:.0}, replay {:.0} (outside the allocator: fresh {:.0}, replay {:.0}; allocations {:.1}, {:.1})",
+            beside("fresh_redis", "bare_keyed", |p| p.all),
+            beside("replay_redis", "bare_keyed", |p| p.all),
+            beside("fresh_redis", "bare_keyed", |p| p.outside_allocator),
+            beside("replay_redis", "bare_keyed", |p| p.outside_allocator),
+            beside("fresh_redis", "bare_keyed", |p| p.allocations),
+            beside("replay_redis", "bare_keyed", |p| p.allocations),
+        );
+    }
     println!(
         "allocations beyond the bare handler's: fresh {:.1}, replay {:.1}, pass-through {:.1}",
         beside("fresh", "bare_keyed", |p| p.allocations),
@@ -276,24 +297,75 @@ fn child(scenario: &str, n: u64) {
                 .build();
             common::bare(Duration::ZERO).layer(IdempotencyLayer::new(store))
         }
+        #[cfg(feature = "redis")]
+        "fresh_redis" | "replay_redis" => {
+            let url = std::env::var("REDIS_URL").expect("REDIS_URL");
+            let store = runtime
+                .block_on(tower_idempotency::store::RedisStore::connect(&url))
+                .expect("REDIS_URL reachable");
+            common::bare(Duration::ZERO).layer(IdempotencyLayer::new(store))
+        }
         _ => common::bare(Duration::ZERO).layer(IdempotencyLayer::new(MemoryStore::new())),
     };
+    // Keys of this run only: a store outside the process keeps what earlier runs left.
+    let run = uuid::Uuid::new_v4();
+    let replay_key = format!("instructions-{run}-replay");
     // The keys are made before counting: making them is the client's work.
     let mut keys: Vec<Option<String>> = (0..n + 50)
         .map(|i| match scenario {
-            "fresh" | "fresh_lru" | "bare_keyed" => Some(format!("fresh-{i}")),
-            "replay" | "replay_lru" => Some("replay-key".to_owned()),
+            "fresh" | "fresh_lru" | "fresh_redis" | "bare_keyed" => {
+                Some(format!("instructions-{run}-{i}"))
+            }
+            "replay" | "replay_lru" | "replay_redis" => Some(replay_key.clone()),
             _ => None,
         })
         .collect();
     runtime.block_on(async {
         // Warm up: the replayed record, and the allocator's first pages.
-        common::call(&app, Some("replay-key".to_owned()), &body).await;
+        common::call(&app, Some(replay_key.clone()), &body).await;
         for key in keys.drain(n as usize..) {
             common::call(&app, key, &body).await;
         }
     });
     measured(&runtime, &app, keys, &body);
+    #[cfg(feature = "redis")]
+    if scenario.ends_with("_redis") {
+        runtime.block_on(delete_keys(&format!("*instructions-{run}-*")));
+    }
+}
+
+/// Deletes the Redis keys that match `pattern`.
+#[cfg(feature = "redis")]
+async fn delete_keys(pattern: &str) {
+    let url = std::env::var("REDIS_URL").expect("REDIS_URL");
+    let client = redis::Client::open(url).expect("REDIS_URL");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("REDIS_URL reachable");
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut connection)
+            .await
+            .expect("SCAN");
+        if !keys.is_empty() {
+            let () = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut connection)
+                .await
+                .expect("DEL");
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
+    }
 }
 
 #[inline(never)]

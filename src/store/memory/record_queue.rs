@@ -11,8 +11,9 @@
 //! to grow while the store's lock is held. A record taken out before its turn (evicted,
 //! found expired, or used again) is found by bisection and leaves a tombstone: its key
 //! dropped, its place kept, so the order holds. A chunk more than half tombstones is
-//! compacted, and an empty one dropped: tombstones never outnumber the live entries by
-//! more than a chunk.
+//! compacted (and merged with a neighbour it fits in one chunk with), and an empty one
+//! dropped, but for the back one, which is kept for the entries to come: tombstones
+//! never outnumber the live entries by more than a chunk.
 
 use std::{collections::VecDeque, mem::size_of, sync::Arc};
 
@@ -187,6 +188,13 @@ impl<K: Ord + Copy> Lane<K> {
         let back = at == self.chunks.len();
         let previous = &mut self.chunks[at - 1];
         previous.dead += next.dead;
+        if back {
+            // Now the back chunk, filled to a whole chunk by pushes: room for that, not
+            // for what doubling its length as it grew would leave.
+            previous
+                .entries
+                .reserve_exact(CHUNK.saturating_sub(previous.entries.len()));
+        }
         previous.entries.extend(next.entries);
         if !back {
             previous.entries.shrink_to_fit();
