@@ -188,8 +188,11 @@ impl RedisStore {
         durable: bool,
     ) -> Result<(T, bool), StoreError> {
         let call = |command: &str, script: &str| {
-            let mut cmd = redis::cmd(command);
-            cmd.arg(script).arg(1).arg(key.as_str());
+            // Sized for its arguments at once, not grown by doubling as each is written.
+            let bytes = command.len() + script.len() + 1 + key.as_str().len();
+            let bytes = bytes + args.iter().map(|arg| arg.len()).sum::<usize>();
+            let mut cmd = redis::Cmd::with_capacity(4 + args.len(), bytes);
+            cmd.arg(command).arg(script).arg(1).arg(key.as_str());
             for arg in args {
                 cmd.arg(*arg);
             }
