@@ -251,9 +251,10 @@ impl fmt::Debug for RedisStore {
     }
 }
 
-fn millis(duration: Duration) -> String {
+/// `duration` in milliseconds, written in `buffer` (no allocation).
+fn millis(duration: Duration, buffer: &mut itoa::Buffer) -> &str {
     // PEXPIRE refuses 0; a zero lease or TTL means "expire at once".
-    duration.as_millis().max(1).to_string()
+    buffer.format(duration.as_millis().max(1))
 }
 
 impl IdempotencyStore for RedisStore {
@@ -264,7 +265,8 @@ impl IdempotencyStore for RedisStore {
         token: &LockToken,
         lease: Duration,
     ) -> Result<Begin, StoreError> {
-        let lease = millis(lease);
+        let mut buffer = itoa::Buffer::new();
+        let lease = millis(lease, &mut buffer);
         let (reply, replicated): (Vec<Value>, bool) = self
             .run(
                 &self.scripts.begin,
@@ -309,7 +311,8 @@ impl IdempotencyStore for RedisStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let encoded = codec::encode(response);
-        let ttl = millis(ttl);
+        let mut buffer = itoa::Buffer::new();
+        let ttl = millis(ttl, &mut buffer);
         self.fenced(
             &self.scripts.complete,
             key,
@@ -331,7 +334,8 @@ impl IdempotencyStore for RedisStore {
         token: &LockToken,
         lease: Duration,
     ) -> Result<(), StoreError> {
-        let lease = millis(lease);
+        let mut buffer = itoa::Buffer::new();
+        let lease = millis(lease, &mut buffer);
         self.fenced(
             &self.scripts.renew,
             key,
