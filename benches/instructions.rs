@@ -307,14 +307,20 @@ fn child(scenario: &str, n: u64) {
         }
         _ => common::bare(Duration::ZERO).layer(IdempotencyLayer::new(MemoryStore::new())),
     };
-    // Keys of this run only: a store outside the process keeps what earlier runs left.
+    // On a store outside the process, keys of this run only: it keeps what earlier runs
+    // left. (In process, the short keys the figures were first measured with.)
     let run = uuid::Uuid::new_v4();
-    let replay_key = format!("instructions-{run}-replay");
+    let prefix = if scenario.ends_with("_redis") {
+        format!("instructions-{run}-")
+    } else {
+        String::new()
+    };
+    let replay_key = format!("{prefix}replay-key");
     // The keys are made before counting: making them is the client's work.
     let mut keys: Vec<Option<String>> = (0..n + 50)
         .map(|i| match scenario {
             "fresh" | "fresh_lru" | "fresh_redis" | "bare_keyed" => {
-                Some(format!("instructions-{run}-{i}"))
+                Some(format!("{prefix}fresh-{i}"))
             }
             "replay" | "replay_lru" | "replay_redis" => Some(replay_key.clone()),
             _ => None,
