@@ -17,8 +17,12 @@
 
 use std::{collections::VecDeque, mem::size_of, sync::Arc};
 
-/// Entries per chunk.
+/// Entries per chunk. (Eight in tests, so that a few thousand records cross many chunk
+/// boundaries.)
+#[cfg(not(test))]
 const CHUNK: usize = 512;
+#[cfg(test)]
+const CHUNK: usize = 8;
 
 /// Lanes kept in order before an entry is inserted in place instead.
 const MAX_LANES: usize = 8;
@@ -430,5 +434,90 @@ mod tests {
             expiries.first().map(|(at, key)| (at, key.to_string())),
             Some(((4, 4), "k4".to_owned()))
         );
+    }
+
+    /// One step of a random run: a record added with one of a dozen TTLs (more than the
+    /// lanes), a record taken out (`pick` among those present, or one that is not), or
+    /// a look at the first.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Add(u8),
+        Take(usize, bool),
+        First,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            5 => (0u8..12).prop_map(Op::Add),
+            4 => (any::<usize>(), proptest::bool::weighted(0.95)).prop_map(|(pick, present)| Op::Take(pick, present)),
+            1 => Just(Op::First),
+        ]
+    }
+
+    /// The structure's own promises: each lane in order across its chunks, every chunk
+    /// but the back one holding a live entry, `dead` and `start` true, no chunk more
+    /// than half tombstones, and none past twice a chunk's length.
+    fn check_invariants(queue: &RecordQueue<Due>) {
+        for lane in &queue.lanes {
+            let dues: Vec<Due> = lane
+                .chunks
+                .iter()
+                .flat_map(|chunk| chunk.entries.iter().map(|e| e.due))
+                .collect();
+            assert!(dues.windows(2).all(|w| w[0] < w[1]), "a lane in order");
+            for (at, chunk) in lane.chunks.iter().enumerate() {
+                let dead = chunk.entries.iter().filter(|e| e.key.is_none()).count();
+                assert_eq!(chunk.dead, dead, "dead counted");
+                assert!(chunk.entries[..chunk.start].iter().all(|e| e.key.is_none()));
+                assert!(2 * dead <= chunk.entries.len(), "at most half tombstones");
+                assert!(chunk.entries.len() < 2 * CHUNK, "a chunk's length bounded");
+                let back = at + 1 == lane.chunks.len();
+                assert!(back || dead < chunk.entries.len(), "a live entry");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::proptest_config(64))]
+
+        #[test]
+        fn agrees_with_an_ordered_map(ops in proptest::collection::vec(op(), 1..4_000)) {
+            const TTLS: [i64; 12] = [0, 3, 7, 50, 51, 400, 900, 901, 2_000, 5, 70, 6_000];
+            let mut queue = RecordQueue::<Due>::default();
+            let mut model = std::collections::BTreeMap::<Due, Arc<str>>::new();
+            for (step, op) in ops.into_iter().enumerate() {
+                let now = step as i64;
+                match op {
+                    Op::Add(ttl) => {
+                        let due = (now + TTLS[usize::from(ttl)], step as u64);
+                        queue.add(due, key(due.1));
+                        model.insert(due, key(due.1));
+                    }
+                    Op::Take(pick, present) => {
+                        let due = match model.keys().nth(pick % model.len().max(1)) {
+                            Some(&due) if present => due,
+                            _ => (pick as i64 % 10_000, u64::MAX - pick as u64 % 7),
+                        };
+                        proptest::prop_assert_eq!(queue.take(due), model.remove(&due));
+                    }
+                    Op::First => {}
+                }
+                let first = queue.first().map(|(due, key)| (due, key.clone()));
+                let expected = model.first_key_value().map(|(&due, key)| (due, key.clone()));
+                proptest::prop_assert_eq!(first, expected);
+                if step % 97 == 0 {
+                    check_invariants(&queue);
+                }
+            }
+            check_invariants(&queue);
+            // Drained, it gives the records back in the order of the map.
+            while let Some((due, _)) = queue.first() {
+                let expected = model.pop_first().map(|(due, _)| due);
+                proptest::prop_assert_eq!(Some(due), expected);
+                queue.take(due);
+            }
+            proptest::prop_assert!(model.is_empty());
+        }
     }
 }
