@@ -119,22 +119,26 @@ fn main() {
             beside("pass_through", "bare", f),
         );
     }
-    println!(
-        "with least-recently-used eviction: fresh {:.0}, replay {:.0} (outside the allocator: fresh {:.0}, replay {:.0})",
-        beside("fresh_lru", "bare_keyed", |p| p.all),
-        beside("replay_lru", "bare_keyed", |p| p.all),
-        beside("fresh_lru", "bare_keyed", |p| p.outside_allocator),
-        beside("replay_lru", "bare_keyed", |p| p.outside_allocator),
-    );
-    if redis {
+    // The same two requests on another store: beside the same baseline and digest.
+    let stores: [(&str, &str, bool); 2] = [
+        ("with least-recently-used eviction", "_lru", true),
+        ("on Redis (this process only)", "_redis", redis),
+    ];
+    for (label, suffix, _) in stores.into_iter().filter(|&(_, _, counted)| counted) {
+        let (fresh, replay) = (format!("fresh{suffix}"), format!("replay{suffix}"));
+        let pair = |f: fn(&PerRequest) -> f64| {
+            (
+                beside(&fresh, "bare_keyed", f),
+                beside(&replay, "bare_keyed", f),
+            )
+        };
+        let ((fresh_all, replay_all), (fresh_out, replay_out), (fresh_allocs, replay_allocs)) = (
+            pair(|p| p.all),
+            pair(|p| p.outside_allocator),
+            pair(|p| p.allocations),
+        );
         println!(
-            "on Redis (this process only): fresh {:.0}, replay {:.0} (outside the allocator: fresh {:.0}, replay {:.0}; allocations {:.1}, {:.1})",
-            beside("fresh_redis", "bare_keyed", |p| p.all),
-            beside("replay_redis", "bare_keyed", |p| p.all),
-            beside("fresh_redis", "bare_keyed", |p| p.outside_allocator),
-            beside("replay_redis", "bare_keyed", |p| p.outside_allocator),
-            beside("fresh_redis", "bare_keyed", |p| p.allocations),
-            beside("replay_redis", "bare_keyed", |p| p.allocations),
+            "{label}: fresh {fresh_all:.0}, replay {replay_all:.0} (outside the allocator: fresh {fresh_out:.0}, replay {replay_out:.0}; allocations {fresh_allocs:.1}, {replay_allocs:.1})",
         );
     }
     println!(
