@@ -13,12 +13,14 @@
 //! cargo bench --bench http_load -- --max-entries 10000  # a memory store of 10k records
 //! cargo bench --bench http_load --features redis -- --store redis://127.0.0.1:6379
 //! cargo bench --bench http_load --features postgres -- --store postgres://postgres@127.0.0.1:5432/test
+//! cargo bench --bench http_load --features redis -- --store redis://127.0.0.1:6379 --replay-cache
 //! ```
 //!
 //! The default handler is CPU-only (parse a 1 KiB JSON order and answer it back as JSON),
 //! the worst case for any middleware's relative cost; `--commit-ms` makes it wait like a
 //! handler that commits to a database. `--store` puts the layer on Redis or PostgreSQL
-//! instead of the in-memory store (each run uses keys of its own).
+//! instead of the in-memory store (each run uses keys of its own); `--replay-cache` puts a
+//! `ReplayCache` in front of it, so that a replay after the first is answered in process.
 //!
 //! The server runs on one runtime thread and the load generator on another, each with
 //! keep-alive HTTP/1.1 connections, so on a two-core machine each side has a core.
@@ -79,6 +81,7 @@ struct Options {
     body_bytes: usize,
     store: String,
     max_entries: Option<usize>,
+    replay_cache: bool,
     only: Option<String>,
 }
 
@@ -91,6 +94,7 @@ fn options() -> Options {
         body_bytes: common::BODY_BYTES,
         store: "memory".to_owned(),
         max_entries: None,
+        replay_cache: false,
         only: None,
     };
     let mut args = std::env::args().skip(1);
@@ -107,6 +111,7 @@ fn options() -> Options {
             "--store" => options.store = value(),
             "--only" => options.only = Some(value()),
             "--max-entries" => options.max_entries = Some(value().parse().expect("--max-entries")),
+            "--replay-cache" => options.replay_cache = true,
             _ => {} // cargo bench passes --bench
         }
     }
@@ -138,10 +143,34 @@ where
 
 static KEYS: AtomicU64 = AtomicU64::new(0);
 
+/// The handler behind the layer on `store`, or on a replay cache in front of it.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+fn layered_on<St: tower_idempotency::IdempotencyStore>(
+    store: St,
+    commit: Duration,
+    replay_cache: bool,
+) -> Router {
+    use tower_idempotency::{store::ReplayCache, IdempotencyLayer};
+    if replay_cache {
+        common::bare(commit).layer(IdempotencyLayer::new(ReplayCache::new(store)))
+    } else {
+        common::bare(commit).layer(IdempotencyLayer::new(store))
+    }
+}
+
 /// The handler behind the layer on the store `url` names (`memory`, `redis://…`,
 /// `postgres://…`).
-async fn layered(url: String, commit: Duration, max_entries: Option<usize>) -> Router {
+async fn layered(
+    url: String,
+    commit: Duration,
+    max_entries: Option<usize>,
+    replay_cache: bool,
+) -> Router {
     if url == "memory" {
+        assert!(
+            !replay_cache,
+            "--replay-cache needs --store redis://… or postgres://…"
+        );
         return match max_entries {
             Some(max_entries) => common::layered_holding(commit, max_entries),
             None => common::layered(commit),
@@ -152,14 +181,14 @@ async fn layered(url: String, commit: Duration, max_entries: Option<usize>) -> R
         let store = tower_idempotency::store::RedisStore::connect(&url)
             .await
             .expect("--store reachable");
-        return common::bare(commit).layer(tower_idempotency::IdempotencyLayer::new(store));
+        return layered_on(store, commit, replay_cache);
     }
     #[cfg(feature = "postgres")]
     if url.starts_with("postgres") {
         let store = tower_idempotency::store::PostgresStore::connect(&url)
             .await
             .expect("--store reachable");
-        return common::bare(commit).layer(tower_idempotency::IdempotencyLayer::new(store));
+        return layered_on(store, commit, replay_cache);
     }
     panic!("--store {url}: not a store this build knows (memory, or redis:// / postgres:// with its feature)");
 }
@@ -236,8 +265,8 @@ fn main() {
     let commit = options.commit;
     let bare = serve(move || async move { common::bare(commit) });
     let store = options.store.clone();
-    let max_entries = options.max_entries;
-    let layered = serve(move || layered(store, commit, max_entries));
+    let (max_entries, replay_cache) = (options.max_entries, options.replay_cache);
+    let layered = serve(move || layered(store, commit, max_entries, replay_cache));
     let body = common::order(options.body_bytes);
     let run = std::process::id().to_string()
         + &std::time::SystemTime::now()
@@ -287,7 +316,7 @@ fn main() {
     let baseline = median(results[0].clone());
     let keyed = median(results[1].clone());
     println!(
-        "\nmedian of {} rounds x {} s, {} connections, {}-byte order, handler commit {:?}, store {}{}",
+        "\nmedian of {} rounds x {} s, {} connections, {}-byte order, handler commit {:?}, store {}{}{}",
         options.rounds,
         options.seconds,
         options.connections,
@@ -297,6 +326,11 @@ fn main() {
         options
             .max_entries
             .map_or(String::new(), |n| format!(" holding at most {n} records")),
+        if options.replay_cache {
+            " behind a replay cache"
+        } else {
+            ""
+        },
     );
     for (scenario, rounds) in Scenario::ALL.into_iter().zip(results) {
         let rps = median(rounds);

@@ -14,6 +14,7 @@
 //! | `idempotency_completion_retries_total` | counter | — | completions retried after a store failure ([`Metrics::completion_retries`]) |
 //! | `idempotency_memory_evictions_total` | counter | `reason` (`expired`, `lru`) | records the [`MemoryStore`] removed to make room or because they expired |
 //! | `idempotency_memory_refused_claims_total` | counter | — | claims the [`MemoryStore`] refused because it (or the caller's scope) was full |
+//! | `idempotency_replay_cache_lookups_total` | counter | `result` (`hit`, `miss`) | claims a [`ReplayCache`] answered from its copies (`hit`) or passed to the store behind it |
 //!
 //! `store` is the store's type name (`MemoryStore`, `RedisStore`, `PostgresStore`, or
 //! your own store's). The names are the constants of this module.
@@ -24,6 +25,7 @@
 //! [`Metrics::record_failures`]: crate::Metrics::record_failures
 //! [`Metrics::completion_retries`]: crate::Metrics::completion_retries
 //! [`MemoryStore`]: crate::MemoryStore
+//! [`ReplayCache`]: crate::store::ReplayCache
 
 /// Counter of the requests the layer handled, labelled `outcome`.
 pub const REQUESTS: &str = "idempotency_requests_total";
@@ -43,6 +45,8 @@ pub const COMPLETION_RETRIES: &str = "idempotency_completion_retries_total";
 pub const MEMORY_EVICTIONS: &str = "idempotency_memory_evictions_total";
 /// Counter of claims the memory store refused.
 pub const MEMORY_REFUSED_CLAIMS: &str = "idempotency_memory_refused_claims_total";
+/// Counter of a replay cache's lookups, labelled `result`.
+pub const REPLAY_CACHE_LOOKUPS: &str = "idempotency_replay_cache_lookups_total";
 
 /// The emitters (the store call's duration is emitted where it is measured, in
 /// `Shared::timed`).
@@ -97,6 +101,11 @@ pub(crate) mod emit {
     pub(crate) fn memory_refused_claim() {
         metrics::counter!(super::MEMORY_REFUSED_CLAIMS).increment(1);
     }
+
+    pub(crate) fn replay_cache_lookup(hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        metrics::counter!(super::REPLAY_CACHE_LOOKUPS, "result" => result).increment(1);
+    }
 }
 
 /// Without the feature, the emitters do nothing.
@@ -110,4 +119,5 @@ pub(crate) mod emit {
     pub(crate) fn completion_retry() {}
     pub(crate) fn memory_eviction(_: &'static str) {}
     pub(crate) fn memory_refused_claim() {}
+    pub(crate) fn replay_cache_lookup(_: bool) {}
 }

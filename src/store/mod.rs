@@ -101,6 +101,7 @@ mod boxed;
 mod error;
 mod memory;
 mod record;
+mod replay_cache;
 
 #[cfg(any(feature = "redis", feature = "postgres", test))]
 mod codec;
@@ -126,6 +127,7 @@ pub use self::record::{
 };
 #[cfg(feature = "redis")]
 pub use self::redis::RedisStore;
+pub use self::replay_cache::{ReplayCache, ReplayCacheStats};
 
 /// Where the layer keeps its records.
 ///

@@ -316,6 +316,9 @@ macro_rules! backend_tests {
             a_lost_claim_reply_is_cleaned_up,
             nested_layers_share_the_backend,
         );
+        $crate::backends::backend_tests!(@cache $backend, #[$unset];
+            a_replay_cache_spares_the_backend,
+        );
         $crate::backends::backend_tests!(@processes $backend, #[$unset];
             two_processes_run_once,
             crashed_process_is_taken_over,
@@ -343,6 +346,18 @@ macro_rules! backend_tests {
                 async fn $check() {
                     let url = $crate::backends::url::<$backend>(stringify!($check));
                     $crate::cleanup::$check::<$backend>(&url).await;
+                }
+            )*
+        }
+    };
+    (@cache $backend:ty, #[$unset:meta]; $($check:ident),* $(,)?) => {
+        mod replay_cache {
+            $(
+                #[$unset]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let url = $crate::backends::url::<$backend>(stringify!($check));
+                    $crate::replay_cache::$check::<$backend>(&url).await;
                 }
             )*
         }

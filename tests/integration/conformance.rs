@@ -6,6 +6,16 @@ mod memory {
     });
 }
 
+/// A store behind a replay cache (copies only of what it replayed, so every check sees the
+/// store's own answers or the same ones).
+mod replay_cache {
+    tower_idempotency::store_conformance_tests!(async {
+        Some(tower_idempotency::store::ReplayCache::new(
+            tower_idempotency::MemoryStore::new(),
+        ))
+    });
+}
+
 /// A store chosen at run time: the memory store behind `BoxedStore`, and a `BoxedStore`
 /// boxed again (taken as it is, not boxed twice).
 mod boxed {

@@ -43,6 +43,7 @@ mod handler_key;
 mod key_sources;
 mod keys_and_bodies;
 mod observability;
+mod replay_cache;
 #[cfg(feature = "metrics")]
 mod telemetry;
 mod trailers;

@@ -28,6 +28,8 @@ pub(super) struct Limits {
     pub(super) max_scope_bytes: usize,
     pub(super) max_scope_entries: usize,
     pub(super) eviction: Eviction,
+    /// Whether refusals and evictions are emitted as metrics (not for a replay cache).
+    pub(super) emits: bool,
 }
 
 /// Builds a [`MemoryStore`] with bounds of its own; from [`MemoryStore::builder`].
@@ -88,6 +90,7 @@ impl MemoryStoreBuilder {
                 max_scope_bytes: self.max_scope_bytes.unwrap_or(self.max_bytes / 4),
                 max_scope_entries: self.max_scope_entries.unwrap_or(self.max_entries / 4),
                 eviction: self.eviction,
+                emits: true,
             })),
         }
     }

@@ -4,6 +4,7 @@ mod builder;
 mod kept;
 mod leases;
 mod record_queue;
+mod replays;
 mod shards;
 mod state;
 
@@ -78,7 +79,10 @@ struct Shared {
 impl Shared {
     fn new(limits: Limits) -> Self {
         Self {
-            state: Mutex::new(State::new(limits.eviction == Eviction::LeastRecentlyUsed)),
+            state: Mutex::new(State::new(
+                limits.eviction == Eviction::LeastRecentlyUsed,
+                limits.emits,
+            )),
             limits,
         }
     }
@@ -224,7 +228,9 @@ impl IdempotencyStore for MemoryStore {
         let size = record_size(key.as_str(), None);
         if !state.make_room(&self.shared.limits, key.as_str(), partition, size, 1, now) {
             state.stats.refused += 1;
-            crate::telemetry::emit::memory_refused_claim();
+            if state.emits() {
+                crate::telemetry::emit::memory_refused_claim();
+            }
             return Err(StoreError::from_kind(StoreErrorKind::CapacityExhausted));
         }
         let deadline = later(now, lease);

@@ -43,6 +43,9 @@ pub(super) struct State {
     /// eviction (`track_use`).
     by_use: RecordQueue<u64>,
     track_use: bool,
+    /// Whether evictions are emitted as metrics (not for a replay cache's records, which
+    /// a shared store still holds).
+    emits: bool,
     /// What each non-empty scope's records hold.
     by_scope: HashMap<Box<str>, Held>,
     pub(super) bytes: usize,
@@ -96,6 +99,13 @@ pub(super) enum Phase {
     Completed(Kept),
 }
 
+/// An eviction, as a metric when the store `emits` them.
+fn emit_eviction(emits: bool, reason: &'static str) {
+    if emits {
+        emit::memory_eviction(reason);
+    }
+}
+
 /// The bytes one record holds: the store's structures, the key, and the response.
 pub(super) fn record_size(key: &str, response: Option<&Kept>) -> usize {
     PER_RECORD + key.len() + response.map_or(0, Kept::size)
@@ -103,8 +113,8 @@ pub(super) fn record_size(key: &str, response: Option<&Kept>) -> usize {
 
 impl State {
     /// An empty state; `track_use` keeps the last-use order that least-recently-used
-    /// eviction needs.
-    pub(super) fn new(track_use: bool) -> Self {
+    /// eviction needs, and `emits` emits its evictions as metrics.
+    pub(super) fn new(track_use: bool, emits: bool) -> Self {
         Self {
             epoch: Instant::now(),
             records: Shards::default(),
@@ -112,6 +122,7 @@ impl State {
             expiries: RecordQueue::default(),
             by_use: RecordQueue::default(),
             track_use,
+            emits,
             by_scope: HashMap::new(),
             bytes: 0,
             clock: 0,
@@ -130,6 +141,11 @@ impl State {
         }
     }
 
+    /// Whether the store's refusals and evictions are emitted as metrics.
+    pub(super) fn emits(&self) -> bool {
+        self.emits
+    }
+
     pub(super) fn tick(&mut self) -> u64 {
         self.clock += 1;
         self.clock
@@ -141,7 +157,7 @@ impl State {
         if expired {
             self.remove(key);
             self.stats.expired += 1;
-            emit::memory_eviction("expired");
+            emit_eviction(self.emits, "expired");
             return None;
         }
         self.records.get_mut(key)
@@ -324,7 +340,7 @@ impl State {
             let victim = match first {
                 Some((deadline, victim)) if deadline <= now_moment => {
                     self.stats.expired += 1;
-                    emit::memory_eviction("expired");
+                    emit_eviction(self.emits, "expired");
                     Arc::clone(victim)
                 }
                 // A full scope is its own caller's problem: it never evicts others.
@@ -332,7 +348,7 @@ impl State {
                 _ => match self.by_use.first() {
                     Some((_, victim)) => {
                         self.stats.evicted += 1;
-                        emit::memory_eviction("lru");
+                        emit_eviction(self.emits, "lru");
                         Arc::clone(victim)
                     }
                     None => return false,
@@ -351,7 +367,7 @@ mod tests {
 
     #[test]
     fn instants_before_the_epoch_keep_their_order() {
-        let state = State::new(false);
+        let state = State::new(false, true);
         let epoch = state.epoch;
         let earlier = epoch.checked_sub(Duration::from_secs(2)).unwrap();
         let early = epoch.checked_sub(Duration::from_secs(1)).unwrap();

@@ -1,0 +1,266 @@
+//! `ReplayCache`: a retry replayed once by the store behind it is replayed again from the
+//! copy, with no call to that store; nothing else is answered from a copy. Each test counts
+//! the handler's real runs and the calls that reach the store behind.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use axum::http::StatusCode;
+use tower_idempotency::{
+    store::{
+        Begin, Fingerprint, IdempotencyStore, LockToken, Record, RecordKey, ReplayCache,
+        StoreError, StoredResponse,
+    },
+    IdempotencyLayer, MemoryStore, Outcome,
+};
+
+use crate::support::{app, post_with_key, send, Counter};
+
+/// A memory store that counts the claims reaching it and can be taken down.
+#[derive(Clone, Default)]
+struct Behind {
+    store: MemoryStore,
+    begins: Arc<AtomicUsize>,
+    down: Arc<AtomicBool>,
+}
+
+impl Behind {
+    fn begins(&self) -> usize {
+        self.begins.load(Ordering::SeqCst)
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::unavailable(std::io::Error::other("down")));
+        }
+        Ok(())
+    }
+}
+
+impl IdempotencyStore for Behind {
+    async fn begin(
+        &self,
+        key: &RecordKey,
+        fingerprint: &Fingerprint,
+        token: &LockToken,
+        lease: Duration,
+    ) -> Result<Begin, StoreError> {
+        self.begins.fetch_add(1, Ordering::SeqCst);
+        self.check()?;
+        self.store.begin(key, fingerprint, token, lease).await
+    }
+
+    async fn complete(
+        &self,
+        key: &RecordKey,
+        token: &LockToken,
+        response: &StoredResponse,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.store.complete(key, token, response, ttl).await
+    }
+
+    async fn release(&self, key: &RecordKey, token: &LockToken) -> Result<(), StoreError> {
+        self.check()?;
+        self.store.release(key, token).await
+    }
+
+    async fn renew(
+        &self,
+        key: &RecordKey,
+        token: &LockToken,
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.store.renew(key, token, lease).await
+    }
+
+    async fn get(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
+        self.store.get(key).await
+    }
+}
+
+fn cached(cache: ReplayCache<Behind>) -> (axum::Router, Counter) {
+    app(IdempotencyLayer::new(cache))
+}
+
+#[tokio::test]
+async fn the_second_retry_is_replayed_from_the_copy() {
+    let behind = Behind::default();
+    let cache = ReplayCache::new(behind.clone());
+    let (app, counter) = cached(cache.clone());
+
+    let first = send(&app, post_with_key("/orders", "k1", "{\"n\":1}")).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(behind.begins(), 1);
+    for retry in 1..=3 {
+        let again = send(&app, post_with_key("/orders", "k1", "{\"n\":1}")).await;
+        assert_eq!(again.outcome, Some(Outcome::Replayed), "retry {retry}");
+        assert!(again.replayed());
+        assert_eq!(again.body, first.body, "the same response, byte for byte");
+        assert_eq!(again.headers["location"], first.headers["location"]);
+    }
+    // The first retry was the store's; the next two, the copy's.
+    assert_eq!(behind.begins(), 2);
+    assert_eq!(counter.runs(), 1);
+    let stats = cache.stats();
+    assert_eq!((stats.lookups, stats.hits, stats.records), (4, 2, 1));
+}
+
+#[tokio::test]
+async fn a_different_request_with_a_cached_key_is_the_same_conflict() {
+    let behind = Behind::default();
+    let (app, counter) = cached(ReplayCache::new(behind.clone()));
+    send(&app, post_with_key("/orders", "k2", "{\"n\":1}")).await;
+    send(&app, post_with_key("/orders", "k2", "{\"n\":1}")).await;
+    let from_store = behind.begins();
+    let conflict = send(&app, post_with_key("/orders", "k2", "{\"n\":2}")).await;
+    assert_eq!(conflict.outcome, Some(Outcome::Conflict));
+    assert_eq!(conflict.status, StatusCode::CONFLICT);
+    assert_eq!(behind.begins(), from_store, "answered by the copy");
+    assert_eq!(counter.runs(), 1);
+}
+
+#[tokio::test]
+async fn the_copy_replays_while_the_store_is_down_and_nothing_else_is_answered() {
+    let behind = Behind::default();
+    let (app, counter) = cached(ReplayCache::new(behind.clone()));
+    send(&app, post_with_key("/orders", "k3", "a")).await;
+    send(&app, post_with_key("/orders", "k3", "a")).await;
+
+    behind.down.store(true, Ordering::SeqCst);
+    let replay = send(&app, post_with_key("/orders", "k3", "a")).await;
+    assert_eq!(replay.outcome, Some(Outcome::Replayed));
+    // A key the copies do not hold goes to the store, which is down: refused, not run.
+    let fresh = send(&app, post_with_key("/orders", "k4", "a")).await;
+    fresh.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable");
+    assert_eq!(counter.runs(), 1);
+}
+
+#[tokio::test]
+async fn a_key_in_flight_is_never_taken_from_a_copy() {
+    let behind = Behind::default();
+    let (app, counter) = cached(ReplayCache::new(behind.clone()));
+    let running = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, post_with_key("/slow", "k5", "")).await }
+    });
+    counter.started.notified().await;
+    for _ in 0..2 {
+        let busy = send(&app, post_with_key("/slow", "k5", "")).await;
+        assert_eq!(busy.outcome, Some(Outcome::InProgress));
+    }
+    assert_eq!(behind.begins(), 3, "each asked the store");
+    counter.gate.add_permits(1);
+    assert_eq!(running.await.unwrap().status, StatusCode::CREATED);
+    let replay = send(&app, post_with_key("/slow", "k5", "")).await;
+    assert_eq!(replay.outcome, Some(Outcome::Replayed));
+    assert_eq!(behind.begins(), 4, "the first replay is the store's");
+    assert_eq!(counter.runs(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_copy_ages_out_after_max_age() {
+    let behind = Behind::default();
+    let cache = ReplayCache::new(behind.clone()).max_age(Duration::from_secs(10));
+    let (app, counter) = cached(cache);
+    send(&app, post_with_key("/orders", "k6", "a")).await;
+    send(&app, post_with_key("/orders", "k6", "a")).await;
+    send(&app, post_with_key("/orders", "k6", "a")).await;
+    assert_eq!(behind.begins(), 2);
+
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let later = send(&app, post_with_key("/orders", "k6", "a")).await;
+    assert_eq!(later.outcome, Some(Outcome::Replayed));
+    assert_eq!(behind.begins(), 3, "aged out: the store answered again");
+    assert_eq!(counter.runs(), 1);
+}
+
+#[tokio::test]
+async fn a_zero_max_age_keeps_no_copy() {
+    let behind = Behind::default();
+    let cache = ReplayCache::new(behind.clone()).max_age(Duration::ZERO);
+    let (app, _) = cached(cache.clone());
+    for _ in 0..3 {
+        send(&app, post_with_key("/orders", "k7", "a")).await;
+    }
+    assert_eq!(behind.begins(), 3);
+    assert_eq!((cache.stats().hits, cache.stats().records), (0, 0));
+}
+
+#[tokio::test]
+async fn the_copies_are_bounded_and_an_evicted_one_is_a_round_trip() {
+    let behind = Behind::default();
+    let cache = ReplayCache::new(behind.clone()).max_entries(2);
+    let (app, counter) = cached(cache.clone());
+    for key in ["a", "b", "c"] {
+        send(&app, post_with_key("/orders", key, "x")).await;
+        send(&app, post_with_key("/orders", key, "x")).await;
+    }
+    assert_eq!(cache.stats().records, 2);
+    let begins = behind.begins();
+    // "a", the least recently used, was evicted; "c" was not.
+    assert!(send(&app, post_with_key("/orders", "c", "x"))
+        .await
+        .replayed());
+    assert_eq!(behind.begins(), begins);
+    assert!(send(&app, post_with_key("/orders", "a", "x"))
+        .await
+        .replayed());
+    assert_eq!(behind.begins(), begins + 1);
+    assert_eq!(counter.runs(), 3);
+
+    // A byte bound too small for any record keeps none, and loses nothing.
+    let tiny = ReplayCache::new(behind.clone()).max_bytes(16);
+    let (app, counter) = cached(tiny.clone());
+    send(&app, post_with_key("/orders", "d", "x")).await;
+    assert!(send(&app, post_with_key("/orders", "d", "x"))
+        .await
+        .replayed());
+    assert!(send(&app, post_with_key("/orders", "d", "x"))
+        .await
+        .replayed());
+    assert_eq!((tiny.stats().hits, tiny.stats().records), (0, 0));
+    assert_eq!(counter.runs(), 1);
+}
+
+/// On a real backend: the second retry costs no message to the server, and is replayed
+/// while the server is cut off; a fresh key then is refused, not run.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) async fn a_replay_cache_spares_the_backend<B: crate::backends::Backend>(url: &str) {
+    let (store, proxy) = B::proxied(url).await;
+    let (app, counter) = app(IdempotencyLayer::new(ReplayCache::new(store)));
+    // Warm up: connections opened, statements prepared.
+    send(
+        &app,
+        post_with_key("/orders", &crate::support::unique("warm"), "w"),
+    )
+    .await;
+    let key = crate::support::unique("cached");
+    let cost = async |body: &str| {
+        let before = proxy.messages();
+        let answer = send(&app, post_with_key("/orders", &key, body)).await;
+        (answer.outcome, proxy.messages() - before)
+    };
+    assert_eq!(cost("a").await, (Some(Outcome::Fresh), 2));
+    assert_eq!(cost("a").await, (Some(Outcome::Replayed), 1));
+    assert_eq!(cost("a").await, (Some(Outcome::Replayed), 0));
+    assert_eq!(cost("b").await, (Some(Outcome::Conflict), 0));
+
+    proxy.cut().await;
+    assert_eq!(cost("a").await, (Some(Outcome::Replayed), 0));
+    let fresh = send(
+        &app,
+        post_with_key("/orders", &crate::support::unique("cut"), "a"),
+    )
+    .await;
+    fresh.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable");
+    proxy.restore().await;
+    assert_eq!(counter.runs(), 2, "the warm-up and the first");
+}
