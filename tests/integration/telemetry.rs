@@ -179,3 +179,39 @@ fn the_memory_stores_refusals_are_emitted() {
         1.0
     );
 }
+
+#[test]
+fn a_replay_caches_lookups_are_emitted_and_its_evictions_are_not_the_stores() {
+    let seen = Seen::default();
+    recorded(&seen, async {
+        let cache = tower_idempotency::store::ReplayCache::new(MemoryStore::new()).max_entries(1);
+        let (app, _) = app(IdempotencyLayer::new(cache.clone()));
+        for name in ["a", "b"] {
+            let key = unique(name);
+            for _ in 0..3 {
+                send(&app, post_with_key("/orders", &key, "a")).await;
+            }
+        }
+        assert_eq!(
+            cache.stats().records,
+            1,
+            "the copy of the first was evicted"
+        );
+    });
+    let lookups = |result: &str| {
+        seen.value(&format!(
+            "{}{{result={result}}}",
+            telemetry::REPLAY_CACHE_LOOKUPS
+        ))
+    };
+    // Per key: the claim and the first replay miss, the second replay hits.
+    assert_eq!((lookups("miss"), lookups("hit")), (4.0, 2.0));
+    // The copy of "a" was evicted for "b"'s: the cache's, not a store's record, lost.
+    let evictions = seen.value(&format!("{}{{reason=lru}}", telemetry::MEMORY_EVICTIONS));
+    assert_eq!(evictions, 0.0);
+    let begins = seen.value(&format!(
+        "{}{{operation=begin,result=ok,store=ReplayCache}}",
+        telemetry::STORE_CALL_SECONDS
+    ));
+    assert_eq!(begins, 6.0);
+}
