@@ -14,10 +14,12 @@
 //! | `idempotency_completion_retries_total` | counter | — | completions retried after a store failure ([`Metrics::completion_retries`]) |
 //! | `idempotency_memory_evictions_total` | counter | `reason` (`expired`, `lru`) | records the [`MemoryStore`] removed to make room or because they expired |
 //! | `idempotency_memory_refused_claims_total` | counter | — | claims the [`MemoryStore`] refused because it (or the caller's scope) was full |
-//! | `idempotency_replay_cache_lookups_total` | counter | `result` (`hit`, `miss`) | claims a [`ReplayCache`] answered from its copies (`hit`) or passed to the store behind it |
+//! | `idempotency_replay_cache_lookups_total` | counter | `store`, `result` (`hit`, `miss`) | claims a [`ReplayCache`] answered from its copies (`hit`: a replay) or passed to the store behind it, `store` |
 //!
-//! `store` is the store's type name (`MemoryStore`, `RedisStore`, `PostgresStore`, or
-//! your own store's). The names are the constants of this module.
+//! `store` is the store's [`metrics_name`]: its type's name (`MemoryStore`, `RedisStore`,
+//! `PostgresStore`, or your own store's), or for a [`BoxedStore`] or a [`ReplayCache`]
+//! the name of the store inside (a replay cache's hits are `begin` calls of that store,
+//! answered in the process). The names are the constants of this module.
 //!
 //! [`metrics`]: https://docs.rs/metrics
 //! [`Outcome::as_str`]: crate::Outcome::as_str
@@ -26,6 +28,8 @@
 //! [`Metrics::completion_retries`]: crate::Metrics::completion_retries
 //! [`MemoryStore`]: crate::MemoryStore
 //! [`ReplayCache`]: crate::store::ReplayCache
+//! [`BoxedStore`]: crate::store::BoxedStore
+//! [`metrics_name`]: crate::IdempotencyStore::metrics_name
 
 /// Counter of the requests the layer handled, labelled `outcome`.
 pub const REQUESTS: &str = "idempotency_requests_total";
@@ -45,7 +49,7 @@ pub const COMPLETION_RETRIES: &str = "idempotency_completion_retries_total";
 pub const MEMORY_EVICTIONS: &str = "idempotency_memory_evictions_total";
 /// Counter of claims the memory store refused.
 pub const MEMORY_REFUSED_CLAIMS: &str = "idempotency_memory_refused_claims_total";
-/// Counter of a replay cache's lookups, labelled `result`.
+/// Counter of a replay cache's lookups, labelled `store` and `result`.
 pub const REPLAY_CACHE_LOOKUPS: &str = "idempotency_replay_cache_lookups_total";
 
 /// The emitters (the store call's duration is emitted where it is measured, in
@@ -102,9 +106,10 @@ pub(crate) mod emit {
         metrics::counter!(super::MEMORY_REFUSED_CLAIMS).increment(1);
     }
 
-    pub(crate) fn replay_cache_lookup(hit: bool) {
+    pub(crate) fn replay_cache_lookup(store: &'static str, hit: bool) {
         let result = if hit { "hit" } else { "miss" };
-        metrics::counter!(super::REPLAY_CACHE_LOOKUPS, "result" => result).increment(1);
+        metrics::counter!(super::REPLAY_CACHE_LOOKUPS, "store" => store, "result" => result)
+            .increment(1);
     }
 }
 
@@ -119,5 +124,5 @@ pub(crate) mod emit {
     pub(crate) fn completion_retry() {}
     pub(crate) fn memory_eviction(_: &'static str) {}
     pub(crate) fn memory_refused_claim() {}
-    pub(crate) fn replay_cache_lookup(_: bool) {}
+    pub(crate) fn replay_cache_lookup(_: &'static str, _: bool) {}
 }

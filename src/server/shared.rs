@@ -73,7 +73,10 @@ impl<St> Shared<St> {
         &self,
         operation: &'static str,
         call: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, StoreError>
+    where
+        St: crate::store::IdempotencyStore,
+    {
         #[cfg(feature = "metrics")]
         let started = std::time::Instant::now();
         let answer = self.bounded(call).await;
@@ -81,7 +84,7 @@ impl<St> Shared<St> {
         {
             use crate::telemetry::emit;
             emit::store_call(
-                store_name::<St>(),
+                self.store.metrics_name(),
                 operation,
                 answer.is_ok(),
                 started.elapsed(),
@@ -108,13 +111,4 @@ impl<St> Shared<St> {
             .await
             .unwrap_or_else(|_| Err(StoreError::from_kind(StoreErrorKind::Timeout)))
     }
-}
-
-/// The short name of the store type `St` (`MemoryStore`, `RedisStore`, …): its last path
-/// segment, without generic arguments.
-#[cfg(feature = "metrics")]
-pub(crate) fn store_name<St>() -> &'static str {
-    let full = std::any::type_name::<St>();
-    let plain = full.split('<').next().unwrap_or(full);
-    plain.rsplit("::").next().unwrap_or(plain)
 }

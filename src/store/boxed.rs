@@ -33,6 +33,7 @@ trait ErasedStore: Send + Sync + 'static {
     ) -> Boxed<'a, ()>;
     fn get<'a>(&'a self, key: &'a RecordKey) -> Boxed<'a, Option<Record>>;
     fn name(&self) -> &'static str;
+    fn metrics_name(&self) -> &'static str;
 }
 
 impl<St: IdempotencyStore> ErasedStore for St {
@@ -81,6 +82,10 @@ impl<St: IdempotencyStore> ErasedStore for St {
 
     fn name(&self) -> &'static str {
         std::any::type_name::<St>()
+    }
+
+    fn metrics_name(&self) -> &'static str {
+        IdempotencyStore::metrics_name(self)
     }
 }
 
@@ -164,5 +169,9 @@ impl IdempotencyStore for BoxedStore {
 
     async fn get(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
         self.0.get(key).await
+    }
+
+    fn metrics_name(&self) -> &'static str {
+        self.0.metrics_name()
     }
 }

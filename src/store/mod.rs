@@ -138,7 +138,9 @@ pub use self::replay_cache::{ReplayCache, ReplayCacheStats};
 /// owner's record.
 ///
 /// Expired records (an in-flight record past its lease, a completed record past its TTL)
-/// are treated by every method as absent.
+/// are treated by every method as absent. ([`ReplayCache`] in front of a store bends
+/// this one rule, in the safe direction: it may replay a completed record to the same
+/// request for a while after it expired.)
 pub trait IdempotencyStore: Send + Sync + 'static {
     /// Atomically claims `key` with `token` (minted by the caller with
     /// [`LockToken::generate`]) or reports why it cannot be claimed.
@@ -197,4 +199,20 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         &self,
         key: &RecordKey,
     ) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send;
+
+    /// The `store` label of this store's calls in the layer's metrics (feature
+    /// `metrics`): by default the type's name without its path or generic arguments
+    /// (`MemoryStore`, `RedisStore`). A wrapper that keeps no records of its own answers
+    /// with the name of the store it wraps: [`BoxedStore`] does, and so does
+    /// [`ReplayCache`] (whose hits are then `begin` calls of that store, answered in the
+    /// process; its own counter tells them apart).
+    fn metrics_name(&self) -> &'static str {
+        short_type_name(std::any::type_name::<Self>())
+    }
+}
+
+/// `full` (a type's name) without its path or generic arguments.
+fn short_type_name(full: &'static str) -> &'static str {
+    let plain = full.split('<').next().unwrap_or(full);
+    plain.rsplit("::").next().unwrap_or(plain)
 }

@@ -20,27 +20,34 @@ use super::{
 /// process the completed records that store replayed, and replays them again from there.
 ///
 /// A completed record does not change until it expires, so a copy of it answers a
-/// retry as the shared store would: the same response, or the same conflict for a request
-/// that differs. The first retry that reaches this instance is answered by the shared store;
-/// the next ones (a client that retries again, a retry storm after an outage) by the copy,
-/// with no round trip, and still while the shared store is unreachable. Every other call
-/// (a claim of a free key, a key in flight, completions, releases, renewals, `get`) goes to
-/// the shared store as before, so nothing a claim decides is taken from a copy.
+/// retry of the same request as the shared store would: with the same response. The first
+/// retry that reaches this instance is answered by the shared store; the next ones (a
+/// client that retries again, a retry storm after an outage) by the copy, with no round
+/// trip, and still while the shared store is unreachable. Every other call goes to the
+/// shared store as before: a claim of a free key, a key in flight, a request that differs
+/// from the copy's (its conflict, or a new claim if the record expired), completions,
+/// releases, renewals and `get`. Nothing a claim decides is taken from a copy.
 ///
 /// **The trade.** A copy is kept for at most [`max_age`](Self::max_age) (default
 /// [`DEFAULT_MAX_AGE`](Self::DEFAULT_MAX_AGE), 60 s) from when it was read. The copy does not
 /// know the record's remaining TTL, so for up to `max_age` after the shared store expired
-/// the record, this instance may still replay it (or answer its conflict), where the
-/// shared store would have let the key run afresh. That is the safe direction: a write is
-/// never run again because of the cache, only replayed a little longer. Choose a `max_age`
-/// well below the layer's [`ttl`](crate::IdempotencyLayer::ttl). A record deleted from the
-/// shared store by hand is likewise replayed by the copy until it ages out.
+/// the record, this instance may still replay it to the same request, where the shared
+/// store would have let the key run afresh: the one exception to the store contract's
+/// "expired records are absent". That is the safe direction: a write is never run again
+/// because of the cache, only replayed a little longer. Choose a `max_age` well below the
+/// layer's [`ttl`](crate::IdempotencyLayer::ttl). A record deleted from the shared store
+/// by hand is likewise replayed by the copy until it ages out.
+///
+/// **Metrics** (feature `metrics`): the layer labels this store's calls with the name of
+/// the store behind ([`IdempotencyStore::metrics_name`]), so a hit is a `begin` of that
+/// store answered in the process; `idempotency_replay_cache_lookups_total` (labelled
+/// `store` and `result`: `hit` or `miss`) tells them apart.
 ///
 /// The copies are bounded by entries and bytes (by the [`MemoryStore`]'s measure; default
 /// [`DEFAULT_MAX_ENTRIES`](Self::DEFAULT_MAX_ENTRIES) and
 /// [`DEFAULT_MAX_BYTES`](Self::DEFAULT_MAX_BYTES)), the least recently used evicted first: a
-/// copy evicted is only a round trip more. The bounds are set before the store is used
-/// (setting one empties the cache).
+/// copy evicted is only a round trip more. The bounds are set before the store is used:
+/// setting one gives this value new, empty copies and counts of its own.
 ///
 /// ```
 /// use std::time::Duration;
@@ -72,7 +79,8 @@ use super::{
 /// # }).unwrap();
 /// ```
 ///
-/// Cloning is cheap: a clone shares the copies (and clones the store behind it).
+/// Cloning is cheap: a clone shares the copies and their counts (and clones the store
+/// behind it).
 #[derive(Clone)]
 pub struct ReplayCache<S> {
     store: S,
@@ -95,12 +103,16 @@ struct Counts {
 pub struct ReplayCacheStats {
     /// Claims looked up in the cache (every `begin`).
     pub lookups: u64,
-    /// Claims the cache answered (a replay or a conflict) without the store behind it.
+    /// Claims the cache answered (with a replay) without the store behind it.
     pub hits: u64,
     /// Copies held, expired ones not yet removed included.
     pub records: usize,
     /// Bytes the copies hold, by the [`MemoryStore`]'s measure.
     pub bytes: usize,
+    /// Copies evicted, least recently used first, to make room for others.
+    pub evicted: u64,
+    /// Copies removed because they reached their `max_age`.
+    pub expired: u64,
 }
 
 impl<S> ReplayCache<S> {
@@ -131,20 +143,25 @@ impl<S> ReplayCache<S> {
         self
     }
 
-    /// The most copies held (empties the cache).
+    /// The most copies held (the cache starts empty again).
     #[must_use]
     pub fn max_entries(mut self, max_entries: usize) -> Self {
         self.max_entries = max_entries;
-        self.copies = MemoryStore::for_replays(max_entries, self.max_bytes);
-        self
+        self.emptied()
     }
 
-    /// The most bytes the copies hold, by the [`MemoryStore`]'s measure (empties the
-    /// cache).
+    /// The most bytes the copies hold, by the [`MemoryStore`]'s measure (the cache starts
+    /// empty again).
     #[must_use]
     pub fn max_bytes(mut self, max_bytes: usize) -> Self {
         self.max_bytes = max_bytes;
-        self.copies = MemoryStore::for_replays(self.max_entries, max_bytes);
+        self.emptied()
+    }
+
+    /// New copies within the bounds, and counts of their own.
+    fn emptied(mut self) -> Self {
+        self.copies = MemoryStore::for_replays(self.max_entries, self.max_bytes);
+        self.counts = Arc::default();
         self
     }
 
@@ -161,6 +178,8 @@ impl<S> ReplayCache<S> {
             hits: self.counts.hits.load(Ordering::Relaxed),
             records: held.records,
             bytes: held.bytes,
+            evicted: held.evicted,
+            expired: held.expired,
         }
     }
 }
@@ -184,12 +203,13 @@ impl<S: IdempotencyStore> IdempotencyStore for ReplayCache<S> {
         lease: Duration,
     ) -> Result<Begin, StoreError> {
         self.counts.lookups.fetch_add(1, Ordering::Relaxed);
+        let name = self.store.metrics_name();
         if let Some(answer) = self.copies.replay(key, fingerprint) {
             self.counts.hits.fetch_add(1, Ordering::Relaxed);
-            crate::telemetry::emit::replay_cache_lookup(true);
+            crate::telemetry::emit::replay_cache_lookup(name, true);
             return Ok(answer);
         }
-        crate::telemetry::emit::replay_cache_lookup(false);
+        crate::telemetry::emit::replay_cache_lookup(name, false);
         let answer = self.store.begin(key, fingerprint, token, lease).await?;
         if let Begin::Completed(response) = &answer {
             if !self.max_age.is_zero() {
@@ -232,5 +252,9 @@ impl<S: IdempotencyStore> IdempotencyStore for ReplayCache<S> {
         key: &RecordKey,
     ) -> impl std::future::Future<Output = Result<Option<Record>, StoreError>> + Send {
         self.store.get(key)
+    }
+
+    fn metrics_name(&self) -> &'static str {
+        self.store.metrics_name()
     }
 }

@@ -114,16 +114,18 @@ async fn the_second_retry_is_replayed_from_the_copy() {
 }
 
 #[tokio::test]
-async fn a_different_request_with_a_cached_key_is_the_same_conflict() {
+async fn a_different_request_with_a_cached_key_is_the_stores_to_answer() {
     let behind = Behind::default();
     let (app, counter) = cached(ReplayCache::new(behind.clone()));
     send(&app, post_with_key("/orders", "k2", "{\"n\":1}")).await;
     send(&app, post_with_key("/orders", "k2", "{\"n\":1}")).await;
     let from_store = behind.begins();
+    // A copy may have outlived its record, and the key may now hold this very request:
+    // only the store can tell a conflict.
     let conflict = send(&app, post_with_key("/orders", "k2", "{\"n\":2}")).await;
     assert_eq!(conflict.outcome, Some(Outcome::Conflict));
     assert_eq!(conflict.status, StatusCode::CONFLICT);
-    assert_eq!(behind.begins(), from_store, "answered by the copy");
+    assert_eq!(behind.begins(), from_store + 1, "asked the store");
     assert_eq!(counter.runs(), 1);
 }
 
@@ -199,35 +201,142 @@ async fn the_copies_are_bounded_and_an_evicted_one_is_a_round_trip() {
     let behind = Behind::default();
     let cache = ReplayCache::new(behind.clone()).max_entries(2);
     let (app, counter) = cached(cache.clone());
-    for key in ["a", "b", "c"] {
-        send(&app, post_with_key("/orders", key, "x")).await;
-        send(&app, post_with_key("/orders", key, "x")).await;
+    let replayed = async |key: &str| {
+        send(&app, post_with_key("/orders", key, "x"))
+            .await
+            .replayed()
+    };
+    for key in ["a", "b"] {
+        assert!(!replayed(key).await);
+        assert!(replayed(key).await);
     }
-    assert_eq!(cache.stats().records, 2);
+    // "a" used again (from its copy), so "b" is now the least recently used.
+    assert!(replayed("a").await);
+    assert!(!replayed("c").await);
+    assert!(replayed("c").await);
+    assert_eq!((cache.stats().records, cache.stats().evicted), (2, 1));
     let begins = behind.begins();
-    // "a", the least recently used, was evicted; "c" was not.
-    assert!(send(&app, post_with_key("/orders", "c", "x"))
-        .await
-        .replayed());
-    assert_eq!(behind.begins(), begins);
-    assert!(send(&app, post_with_key("/orders", "a", "x"))
-        .await
-        .replayed());
-    assert_eq!(behind.begins(), begins + 1);
+    assert!(replayed("a").await && replayed("c").await);
+    assert_eq!(behind.begins(), begins, "a and c kept");
+    assert!(replayed("b").await);
+    assert_eq!(behind.begins(), begins + 1, "b evicted: a round trip");
     assert_eq!(counter.runs(), 3);
 
     // A byte bound too small for any record keeps none, and loses nothing.
     let tiny = ReplayCache::new(behind.clone()).max_bytes(16);
     let (app, counter) = cached(tiny.clone());
-    send(&app, post_with_key("/orders", "d", "x")).await;
-    assert!(send(&app, post_with_key("/orders", "d", "x"))
-        .await
-        .replayed());
-    assert!(send(&app, post_with_key("/orders", "d", "x"))
-        .await
-        .replayed());
+    for _ in 0..3 {
+        send(&app, post_with_key("/orders", "d", "x")).await;
+    }
     assert_eq!((tiny.stats().hits, tiny.stats().records), (0, 0));
     assert_eq!(counter.runs(), 1);
+}
+
+/// One busy scope's copies evict the others' (and their own oldest): the cache never
+/// stops taking copies because one caller filled it.
+#[tokio::test]
+async fn one_scope_filling_the_cache_does_not_stop_it() {
+    let behind = Behind::default();
+    let cache = ReplayCache::new(behind.clone()).max_entries(2);
+    let layer = IdempotencyLayer::new(cache.clone())
+        .scope(|parts| Some(parts.headers.get("x-tenant")?.to_str().ok()?.to_owned()));
+    let (app, counter) = app(layer);
+    let replayed = async |key: &str| {
+        let mut request = post_with_key("/orders", key, "x");
+        request
+            .headers_mut()
+            .insert("x-tenant", "busy".parse().unwrap());
+        send(&app, request).await.replayed()
+    };
+    for key in ["a", "b", "c", "d"] {
+        assert!(!replayed(key).await);
+        assert!(replayed(key).await);
+    }
+    let begins = behind.begins();
+    assert!(replayed("d").await && replayed("c").await);
+    assert_eq!(behind.begins(), begins, "the newest copies kept");
+    assert_eq!(cache.stats().evicted, 2);
+    assert_eq!(counter.runs(), 4);
+}
+
+/// A copy is keyed by namespace, scope and key, and gives back the response as stored:
+/// repeated headers, a non-UTF-8 value, every byte in the body, trailers.
+#[tokio::test]
+async fn copies_are_separate_per_record_and_exact() {
+    use tower_idempotency::store::conformance::sample_response;
+    let cache = ReplayCache::new(MemoryStore::new());
+    let fp = Fingerprint::new([1; 32], [2; 32]);
+    let lease = Duration::from_secs(30);
+    let keys = [
+        RecordKey::new("one", "", "k"),
+        RecordKey::new("two", "", "k"),
+        RecordKey::new("one", "tenant-a", "k"),
+        RecordKey::new("one", "tenant-b", "k"),
+    ];
+    let response = |i: usize| {
+        let mut response = sample_response();
+        response.headers.insert("x-record", i.into());
+        response
+    };
+    for (i, key) in keys.iter().enumerate() {
+        let token = LockToken::generate();
+        assert_eq!(
+            cache.begin(key, &fp, &token, lease).await.unwrap(),
+            Begin::Claimed
+        );
+        let ttl = Duration::from_secs(3600);
+        cache
+            .complete(key, &token, &response(i), ttl)
+            .await
+            .unwrap();
+    }
+    for _ in 0..2 {
+        for (i, key) in keys.iter().enumerate() {
+            let answer = cache.begin(key, &fp, &LockToken::generate(), lease).await;
+            assert_eq!(answer.unwrap(), Begin::Completed(response(i)), "{key:?}");
+        }
+    }
+    assert_eq!(cache.stats().hits, 4, "the second round from the copies");
+}
+
+/// The trade, on purpose: a copy outlives its record by up to `max_age`, replaying it to
+/// the same request (never running it), while a different request goes to the store.
+#[tokio::test(start_paused = true)]
+async fn a_copy_may_replay_past_the_stores_ttl_until_max_age() {
+    let behind = Behind::default();
+    let cache = ReplayCache::new(behind.clone()).max_age(Duration::from_secs(60));
+    let layer = IdempotencyLayer::new(cache)
+        .ttl(Duration::from_secs(5))
+        .unwrap();
+    let (app, counter) = app(layer);
+    send(&app, post_with_key("/orders", "k8", "a")).await;
+    send(&app, post_with_key("/orders", "k8", "a")).await;
+
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let key = RecordKey::new(tower_idempotency::defaults::NAMESPACE, "", "k8");
+    assert_eq!(
+        behind.store.get(&key).await.unwrap(),
+        None,
+        "expired in the store"
+    );
+    let late = send(&app, post_with_key("/orders", "k8", "a")).await;
+    assert_eq!(late.outcome, Some(Outcome::Replayed), "from the copy");
+    let other = send(&app, post_with_key("/orders", "k8", "b")).await;
+    assert_eq!(
+        other.outcome,
+        Some(Outcome::Fresh),
+        "the store let it run afresh"
+    );
+    assert_eq!(counter.runs(), 2);
+
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let aged = send(&app, post_with_key("/orders", "k8", "a")).await;
+    assert_eq!(
+        aged.outcome,
+        Some(Outcome::Fresh),
+        "copy aged out; the store's record expired"
+    );
+    assert_eq!(counter.runs(), 3);
 }
 
 /// On a real backend: the second retry costs no message to the server, and is replayed
@@ -251,7 +360,11 @@ pub(crate) async fn a_replay_cache_spares_the_backend<B: crate::backends::Backen
     assert_eq!(cost("a").await, (Some(Outcome::Fresh), 2));
     assert_eq!(cost("a").await, (Some(Outcome::Replayed), 1));
     assert_eq!(cost("a").await, (Some(Outcome::Replayed), 0));
-    assert_eq!(cost("b").await, (Some(Outcome::Conflict), 0));
+    assert_eq!(
+        cost("b").await,
+        (Some(Outcome::Conflict), 1),
+        "the store's to tell"
+    );
 
     proxy.cut().await;
     assert_eq!(cost("a").await, (Some(Outcome::Replayed), 0));

@@ -200,7 +200,7 @@ fn a_replay_caches_lookups_are_emitted_and_its_evictions_are_not_the_stores() {
     });
     let lookups = |result: &str| {
         seen.value(&format!(
-            "{}{{result={result}}}",
+            "{}{{result={result},store=MemoryStore}}",
             telemetry::REPLAY_CACHE_LOOKUPS
         ))
     };
@@ -209,9 +209,25 @@ fn a_replay_caches_lookups_are_emitted_and_its_evictions_are_not_the_stores() {
     // The copy of "a" was evicted for "b"'s: the cache's, not a store's record, lost.
     let evictions = seen.value(&format!("{}{{reason=lru}}", telemetry::MEMORY_EVICTIONS));
     assert_eq!(evictions, 0.0);
+    // Labelled with the store behind, as a `BoxedStore`'s calls are.
     let begins = seen.value(&format!(
-        "{}{{operation=begin,result=ok,store=ReplayCache}}",
+        "{}{{operation=begin,result=ok,store=MemoryStore}}",
         telemetry::STORE_CALL_SECONDS
     ));
     assert_eq!(begins, 6.0);
+}
+
+#[test]
+fn a_boxed_stores_calls_are_labelled_with_the_store_inside() {
+    let seen = Seen::default();
+    recorded(&seen, async {
+        let store = tower_idempotency::store::BoxedStore::new(MemoryStore::new());
+        let (app, _) = app(IdempotencyLayer::new(store));
+        send(&app, post_with_key("/orders", &unique("boxed"), "a")).await;
+    });
+    let calls = seen.value(&format!(
+        "{}{{operation=complete,result=ok,store=MemoryStore}}",
+        telemetry::STORE_CALL_SECONDS
+    ));
+    assert_eq!(calls, 1.0);
 }

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::{
     builder::Limits,
     kept::Kept,
-    later, partition,
+    later,
     state::{record_size, Phase},
     Eviction, MemoryStore, Shared,
 };
@@ -18,7 +18,8 @@ use crate::store::{Begin, Fingerprint, LockToken, RecordKey, StoredResponse};
 impl MemoryStore {
     /// A store for a replay cache's records: at most `max_entries` records and `max_bytes`,
     /// the least recently used evicted to make room (each is a copy of a record a shared
-    /// store holds), no scope bounds, and no metrics of its own.
+    /// store holds), and no metrics of its own. Copies are kept outside any scope (see
+    /// [`remember`](Self::remember)), so the scope bounds never apply.
     pub(in crate::store) fn for_replays(max_entries: usize, max_bytes: usize) -> Self {
         Self {
             shared: Arc::new(Shared::new(Limits {
@@ -32,9 +33,10 @@ impl MemoryStore {
         }
     }
 
-    /// What the live completed record under `key` answers a request with `fingerprint`
-    /// ([`Begin::Completed`] or [`Begin::Conflict`]), marked used; `None` when there is
-    /// none. Writes nothing else.
+    /// The response of the live completed record of `fingerprint` under `key`
+    /// ([`Begin::Completed`]), marked used; `None` when there is none, or when the record
+    /// is another request's (the store behind answers that: a copy may have outlived its
+    /// record, and the key may now hold this very request). Writes nothing else.
     pub(in crate::store) fn replay(
         &self,
         key: &RecordKey,
@@ -48,7 +50,7 @@ impl MemoryStore {
             return None;
         };
         if entry.fingerprint != *fingerprint {
-            return Some(Begin::Conflict(entry.fingerprint));
+            return None;
         }
         let response = kept.to_response();
         state.touch(hashed);
@@ -56,8 +58,10 @@ impl MemoryStore {
     }
 
     /// Keeps `response` as the completed record of `fingerprint` under `key` for `ttl`,
-    /// evicting what the store's policy allows to make room. Nothing is written when a
-    /// live record is there already or the record does not fit.
+    /// evicting the least recently used copies to make room. Nothing is written when a
+    /// live record is there already or the record does not fit. A copy belongs to no
+    /// scope here (the key still holds its scope): one busy scope's copies evict the
+    /// others' rather than stop the cache.
     pub(in crate::store) fn remember(
         &self,
         key: &RecordKey,
@@ -73,7 +77,7 @@ impl MemoryStore {
         if state.live(hashed, now).is_some() {
             return;
         }
-        let (key_str, partition) = (key.as_str(), partition(key));
+        let (key_str, partition) = (key.as_str(), 0);
         let size = record_size(key_str, Some(&kept));
         if !state.make_room(&self.shared.limits, key_str, partition, size, 1, now) {
             return;
