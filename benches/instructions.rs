@@ -15,7 +15,8 @@
 //!
 //! With `REDIS_URL` set (and the feature `redis`), a fresh request and a replay on the
 //! Redis store are counted too: this process's instructions only (the layer, the store,
-//! the Redis client), not the Redis server's. Their keys are deleted afterwards.
+//! the Redis client), not the Redis server's; and a replay a `ReplayCache` in front of
+//! that store answers from its copy. Their keys are deleted afterwards.
 //!
 //! Each scenario runs twice under `valgrind --tool=callgrind`, counting only inside
 //! `measured` (warm-up excluded), with `n` and `2n` requests; the difference over `n`
@@ -48,8 +49,8 @@ const SCENARIOS: [&str; 9] = [
     "sha256",
 ];
 
-/// Counted when `REDIS_URL` is set.
-const REDIS_SCENARIOS: [&str; 2] = ["fresh_redis", "replay_redis"];
+/// Counted when `REDIS_URL` is set (the last: a replay answered by a `ReplayCache`'s copy).
+const REDIS_SCENARIOS: [&str; 3] = ["fresh_redis", "replay_redis", "replay_redis_cached"];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -139,6 +140,14 @@ fn main() {
         );
         println!(
             "{label}: fresh {fresh_all:.0}, replay {replay_all:.0} (outside the allocator: fresh {fresh_out:.0}, replay {replay_out:.0}; allocations {fresh_allocs:.1}, {replay_allocs:.1})",
+        );
+    }
+    if redis {
+        println!(
+            "a replay on Redis answered by a ReplayCache's copy: {:.0} ({:.0} outside the allocator; allocations {:.1})",
+            beside("replay_redis_cached", "bare_keyed", |p| p.all),
+            beside("replay_redis_cached", "bare_keyed", |p| p.outside_allocator),
+            beside("replay_redis_cached", "bare_keyed", |p| p.allocations),
         );
     }
     println!(
@@ -302,19 +311,26 @@ fn child(scenario: &str, n: u64) {
             common::bare(Duration::ZERO).layer(IdempotencyLayer::new(store))
         }
         #[cfg(feature = "redis")]
-        "fresh_redis" | "replay_redis" => {
+        "fresh_redis" | "replay_redis" | "replay_redis_cached" => {
             let url = std::env::var("REDIS_URL").expect("REDIS_URL");
             let store = runtime
                 .block_on(tower_idempotency::store::RedisStore::connect(&url))
                 .expect("REDIS_URL reachable");
-            common::bare(Duration::ZERO).layer(IdempotencyLayer::new(store))
+            let app = common::bare(Duration::ZERO);
+            if scenario == "replay_redis_cached" {
+                let cache = tower_idempotency::store::ReplayCache::new(store);
+                app.layer(IdempotencyLayer::new(cache))
+            } else {
+                app.layer(IdempotencyLayer::new(store))
+            }
         }
         _ => common::bare(Duration::ZERO).layer(IdempotencyLayer::new(MemoryStore::new())),
     };
     // On a store outside the process, keys of this run only: it keeps what earlier runs
     // left. (In process, the short keys the figures were first measured with.)
     let run = uuid::Uuid::new_v4();
-    let prefix = if scenario.ends_with("_redis") {
+    let on_redis = scenario.contains("_redis");
+    let prefix = if on_redis {
         format!("instructions-{run}-")
     } else {
         String::new()
@@ -326,7 +342,9 @@ fn child(scenario: &str, n: u64) {
             "fresh" | "fresh_lru" | "fresh_redis" | "bare_keyed" => {
                 Some(format!("{prefix}fresh-{i}"))
             }
-            "replay" | "replay_lru" | "replay_redis" => Some(replay_key.clone()),
+            "replay" | "replay_lru" | "replay_redis" | "replay_redis_cached" => {
+                Some(replay_key.clone())
+            }
             _ => None,
         })
         .collect();
@@ -339,7 +357,7 @@ fn child(scenario: &str, n: u64) {
     });
     measured(&runtime, &app, keys, &body);
     #[cfg(feature = "redis")]
-    if scenario.ends_with("_redis") {
+    if on_redis {
         runtime.block_on(delete_keys(&format!("*instructions-{run}-*")));
     }
 }
