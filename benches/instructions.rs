@@ -358,41 +358,11 @@ fn child(scenario: &str, n: u64) {
     measured(&runtime, &app, keys, &body);
     #[cfg(feature = "redis")]
     if on_redis {
-        runtime.block_on(delete_keys(&format!("*instructions-{run}-*")));
-    }
-}
-
-/// Deletes the Redis keys that match `pattern`.
-#[cfg(feature = "redis")]
-async fn delete_keys(pattern: &str) {
-    let url = std::env::var("REDIS_URL").expect("REDIS_URL");
-    let client = redis::Client::open(url).expect("REDIS_URL");
-    let mut connection = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("REDIS_URL reachable");
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut connection)
-            .await
-            .expect("SCAN");
-        if !keys.is_empty() {
-            let () = redis::cmd("DEL")
-                .arg(&keys)
-                .query_async(&mut connection)
-                .await
-                .expect("DEL");
-        }
-        if next == 0 {
-            return;
-        }
-        cursor = next;
+        let url = std::env::var("REDIS_URL").expect("REDIS_URL");
+        runtime.block_on(common::leftovers::delete(
+            &url,
+            &format!("instructions-{run}-"),
+        ));
     }
 }
 

@@ -20,18 +20,21 @@ use tower_idempotency::{IdempotencyLayer, IdempotencyStore, MemoryStore};
 
 mod common;
 
+/// Fresh requests and replays on `store`; the keys written are deleted afterwards from the
+/// server `url` names, if any (the bench's own Redis pair and a cluster are not kept).
 fn bench_store<St: IdempotencyStore>(
     c: &mut Criterion,
     runtime: &tokio::runtime::Runtime,
     name: &str,
     store: St,
+    url: Option<&str>,
 ) {
     let app = common::bare(Duration::ZERO).layer(IdempotencyLayer::new(store));
     let body = common::order(common::BODY_BYTES);
-    let replay_key = format!("bench-replay-{}", uuid::Uuid::new_v4());
+    let run = uuid::Uuid::new_v4();
+    let replay_key = format!("bench-{run}-replay");
     runtime.block_on(common::call(&app, Some(replay_key.clone()), &body));
     let counter = AtomicU64::new(0);
-    let run = uuid::Uuid::new_v4();
     let mut group = c.benchmark_group(name);
     group.bench_function("fresh", |b| {
         b.to_async(runtime).iter(|| {
@@ -50,6 +53,9 @@ fn bench_store<St: IdempotencyStore>(
             .iter(|| common::call(&app, Some(replay_key.clone()), &body))
     });
     group.finish();
+    if let Some(url) = url {
+        runtime.block_on(common::leftovers::delete(url, &format!("bench-{run}-")));
+    }
 }
 
 fn stores(c: &mut Criterion) {
@@ -70,13 +76,13 @@ fn stores(c: &mut Criterion) {
         .max_bytes(8 << 30)
         .max_entries(20_000_000)
         .build();
-    bench_store(c, &runtime, "memory", memory);
+    bench_store(c, &runtime, "memory", memory, None);
     #[cfg(feature = "redis")]
     if let Ok(url) = std::env::var("REDIS_URL") {
         let store = runtime
             .block_on(tower_idempotency::store::RedisStore::connect(&url))
             .expect("REDIS_URL reachable");
-        bench_store(c, &runtime, "redis", store.clone());
+        bench_store(c, &runtime, "redis", store.clone(), Some(&url));
         runtime.block_on(print_redis_commands(&url, store));
         // What `wait_for_replicas` costs: a primary with one replica of its own, with and
         // without waiting for it.
@@ -86,25 +92,25 @@ fn stores(c: &mut Criterion) {
                 .block_on(tower_idempotency::store::RedisStore::connect(&pair.url()))
                 .expect("the bench's own primary")
         };
-        bench_store(c, &runtime, "redis-replicated", connect());
+        bench_store(c, &runtime, "redis-replicated", connect(), None);
         let waiting = connect()
             .wait_for_replicas(1, Duration::from_millis(500))
             .unwrap();
-        bench_store(c, &runtime, "redis-replicated-wait-1", waiting);
+        bench_store(c, &runtime, "redis-replicated-wait-1", waiting, None);
     }
     #[cfg(feature = "redis")]
     if let Ok(url) = std::env::var("REDIS_CLUSTER_URL") {
         let store = runtime
             .block_on(tower_idempotency::store::RedisStore::connect(&url))
             .expect("REDIS_CLUSTER_URL reachable");
-        bench_store(c, &runtime, "redis-cluster", store);
+        bench_store(c, &runtime, "redis-cluster", store, None);
     }
     #[cfg(feature = "postgres")]
     if let Ok(url) = std::env::var("DATABASE_URL") {
         let store = runtime
             .block_on(tower_idempotency::store::PostgresStore::connect(&url))
             .expect("DATABASE_URL reachable");
-        bench_store(c, &runtime, "postgres", store);
+        bench_store(c, &runtime, "postgres", store, Some(&url));
     }
 }
 
@@ -161,6 +167,7 @@ async fn print_redis_commands(url: &str, store: tower_idempotency::store::RedisS
     println!(
         "redis commands per fresh request: {fresh_all:.1} ({fresh_scripts:.1} scripts); per replay: {replay_all:.1} ({replay_scripts:.1} scripts)"
     );
+    common::leftovers::delete(url, &format!("bench-count-{run}")).await;
 }
 
 /// A Redis primary and its replica on free loopback ports, stopped when dropped.

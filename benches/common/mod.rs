@@ -3,6 +3,8 @@
 // Each benchmark uses part of this module.
 #![allow(dead_code)]
 
+pub(crate) mod leftovers;
+
 use std::time::Duration;
 
 use axum::{
