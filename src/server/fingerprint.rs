@@ -41,16 +41,27 @@ fn authority<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> &'a [u8] {
 }
 
 /// Feeds the framed request to `sink`: every field length-prefixed, so two different
-/// requests never produce the same byte stream (a property test below checks it).
+/// requests never produce the same byte stream (a property test below checks it). A gRPC
+/// call's method is framed as `grpc:POST`, which no HTTP method can be (`:` is not a
+/// token character): a gRPC call and an HTTP request (gRPC-Web among them) with the same
+/// key, path and bytes are different requests, whose answers are framed differently.
 fn frame_request(
     method: &Method,
+    grpc: bool,
     uri: &Uri,
     headers: &HeaderMap,
     with_authority: bool,
     body: &[u8],
     sink: &mut impl FnMut(&[u8]),
 ) {
-    field(sink, method.as_str().as_bytes());
+    if grpc {
+        let method = method.as_str().as_bytes();
+        sink(&((b"grpc:".len() + method.len()) as u64).to_be_bytes());
+        sink(b"grpc:");
+        sink(method);
+    } else {
+        field(sink, method.as_str().as_bytes());
+    }
     // The authority is lower-cased: `Example.com` and `example.com` are one host.
     let authority = if with_authority {
         authority(uri, headers)
@@ -152,9 +163,10 @@ fn anonymous(headers: &HeaderMap, credentials: Credentials<'_>) -> bool {
             .all(|name| !headers.contains_key(name))
 }
 
-/// The fingerprint of a request.
+/// The fingerprint of a request (`grpc`: a gRPC call).
 pub(crate) fn compute(
     method: &Method,
+    grpc: bool,
     uri: &Uri,
     headers: &HeaderMap,
     credentials: Credentials<'_>,
@@ -163,6 +175,7 @@ pub(crate) fn compute(
     let mut request = Sha256::new();
     frame_request(
         method,
+        grpc,
         uri,
         headers,
         credentials.authority,
@@ -199,6 +212,7 @@ mod tests {
     #[derive(Debug, Clone, PartialEq)]
     struct Req {
         method: Method,
+        grpc: bool,
         host: Vec<u8>,
         path: String,
         body: Vec<u8>,
@@ -227,9 +241,15 @@ mod tests {
         let headers = headers(req);
         let uri: Uri = req.path.parse().unwrap();
         let (mut request, mut caller) = (Vec::new(), Vec::new());
-        frame_request(&req.method, &uri, &headers, true, &req.body, &mut |b| {
-            request.extend_from_slice(b)
-        });
+        frame_request(
+            &req.method,
+            req.grpc,
+            &uri,
+            &headers,
+            true,
+            &req.body,
+            &mut |b| request.extend_from_slice(b),
+        );
         frame_caller(&headers, &names(), None, &mut |b| {
             caller.extend_from_slice(b)
         });
@@ -239,15 +259,25 @@ mod tests {
     fn req() -> impl Strategy<Value = Req> {
         let value = proptest::collection::vec(0x20u8..0x7f, 0..6);
         (
-            prop_oneof![Just(Method::POST), Just(Method::PATCH), Just(Method::PUT)],
+            (
+                prop_oneof![
+                    Just(Method::POST),
+                    Just(Method::PATCH),
+                    Just(Method::PUT),
+                    // An extension method spelled like a gRPC call's framed method.
+                    Just(Method::from_bytes(b"grpc").unwrap()),
+                ],
+                any::<bool>(),
+            ),
             proptest::collection::vec(b'a'..=b'c', 0..3),
             "/[a-c/?=]{0,6}",
             proptest::collection::vec(any::<u8>(), 0..8),
             proptest::collection::vec(value.clone(), 0..3),
             proptest::collection::vec(value, 0..3),
         )
-            .prop_map(|(method, host, path, body, auth, cookie)| Req {
+            .prop_map(|((method, grpc), host, path, body, auth, cookie)| Req {
                 method,
+                grpc,
                 host,
                 path,
                 body,
@@ -260,7 +290,8 @@ mod tests {
         #![proptest_config(crate::proptest_config(2000))]
         #[test]
         fn different_requests_never_share_an_encoding(a in req(), b in req()) {
-            let same_request = a.method == b.method && a.host == b.host && a.path == b.path && a.body == b.body;
+            let same_request = a.method == b.method && a.grpc == b.grpc && a.host == b.host
+                && a.path == b.path && a.body == b.body;
             let same_caller = a.auth == b.auth && a.cookie == b.cookie;
             let (ra, ca) = encode(&a);
             let (rb, cb) = encode(&b);
@@ -279,7 +310,14 @@ mod tests {
             authority: true,
             anonymous: &anonymous,
         };
-        compute(method, &uri.parse().unwrap(), headers, credentials, body)
+        compute(
+            method,
+            false,
+            &uri.parse().unwrap(),
+            headers,
+            credentials,
+            body,
+        )
     }
 
     /// The caller digest the long way: always framed from the request's headers.
@@ -330,6 +368,7 @@ mod tests {
                 };
                 let computed = compute(
                     &Method::POST,
+                    false,
                     &"/o".parse().unwrap(),
                     &headers,
                     credentials,
@@ -456,6 +495,7 @@ mod tests {
     fn body_bytes_cannot_pose_as_a_header() {
         let a = Req {
             method: Method::POST,
+            grpc: false,
             host: vec![],
             path: "/x".into(),
             body: b"ab".to_vec(),

@@ -127,6 +127,7 @@ where
         };
         let fingerprint = fingerprint::compute(
             &parts.method,
+            protocol == Protocol::Grpc,
             &parts.uri,
             &parts.headers,
             credentials,

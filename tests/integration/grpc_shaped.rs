@@ -205,3 +205,33 @@ async fn a_handler_that_fails_is_recorded_as_unknown_and_never_runs_again() {
     assert!(headers.get("grpc-retry-pushback-ms").is_none());
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
+
+/// A gRPC-Web call (plain HTTP to the layer, its status in the body) with a gRPC call's
+/// key is a different request: a conflict, never the gRPC answer (its status in HTTP/2
+/// trailers a gRPC-Web client cannot read) replayed to it.
+#[tokio::test]
+async fn a_grpc_web_call_with_a_grpc_calls_key_is_a_conflict() {
+    let layer = IdempotencyLayer::new(MemoryStore::new())
+        .grpc_methods([CREATE])
+        .unwrap();
+    let (app, runs) = app(0, layer);
+    let grpc = send(&app, call(CREATE, Some("g-web"))).await;
+    assert_eq!(
+        grpc,
+        (StatusCode::OK, Some("0".into()), Some(Outcome::Fresh))
+    );
+    let mut web = call(CREATE, Some("g-web"));
+    web.headers_mut().insert(
+        "content-type",
+        "application/grpc-web+proto".parse().unwrap(),
+    );
+    let (status, _, outcome) = send(&app, web).await;
+    assert_eq!(
+        (status, outcome),
+        (StatusCode::CONFLICT, Some(Outcome::Conflict))
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    // The gRPC call itself still replays.
+    let again = send(&app, call(CREATE, Some("g-web"))).await;
+    assert_eq!(again.2, Some(Outcome::Replayed));
+}
