@@ -93,8 +93,8 @@ fn stores(c: &mut Criterion) {
                 .expect("the bench's own primary")
         };
         bench_store(c, &runtime, "redis-replicated", connect(), None);
-        let waiting = connect()
-            .wait_for_replicas(1, Duration::from_millis(500))
+        let waiting = runtime
+            .block_on(connect().wait_for_replicas(1, Duration::from_millis(500)))
             .unwrap();
         bench_store(c, &runtime, "redis-replicated-wait-1", waiting, None);
     }

@@ -203,6 +203,7 @@ async fn store(url: &str) -> RedisStore {
         .await
         .expect("the test's own cluster")
         .wait_for_replicas(1, Duration::from_millis(500))
+        .await
         .unwrap()
 }
 
@@ -307,6 +308,7 @@ async fn wait_for_replicas_refuses_what_cannot_work() {
             .await
             .unwrap()
             .wait_for_replicas(replicas, timeout)
+            .await
             .unwrap_err();
         assert_eq!(
             err.kind(),
@@ -319,9 +321,74 @@ async fn wait_for_replicas_refuses_what_cannot_work() {
         .await
         .unwrap()
         .wait_for_replicas(1, Duration::from_millis(50))
+        .await
         .unwrap();
     let (app, counter) = app(IdempotencyLayer::new(store));
     let answer = send(&app, post_with_key("/orders", &unique("no-replica"), "x")).await;
     answer.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable");
     assert_eq!(counter.runs(), 0);
+}
+
+/// The waits of a store that opened its own connections go over connections of their
+/// own: with the replica stopped, several claims wait for it at once (each `WAIT` holds up
+/// the connection it is sent on), and a read is answered meanwhile.
+#[cfg_attr(redis_cluster_url_unset, ignore = "REDIS_CLUSTER_URL is not set")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_for_replicas_proceed_side_by_side() {
+    use tower_idempotency::store::{Fingerprint, LockToken};
+    let cluster = tokio::task::spawn_blocking(OwnCluster::start)
+        .await
+        .unwrap();
+    let store = RedisStore::connect(&cluster.url())
+        .await
+        .unwrap()
+        .wait_for_replicas(1, Duration::from_millis(1900))
+        .await
+        .unwrap();
+    // One hash tag: every key on one primary, with one replica.
+    let tag = uuid::Uuid::new_v4();
+    let keys: Vec<RecordKey> = (0..3)
+        .map(|i| RecordKey::new("idem", "", &format!("side-{{{tag}}}-{i}")))
+        .collect();
+    let (primary, replica) = cluster.primary_and_replica(&keys[0]);
+
+    cluster.signal(replica, "-STOP");
+    let fp = Fingerprint::new([1; 32], [2; 32]);
+    let claims: Vec<_> = keys
+        .iter()
+        .map(|key| {
+            let (store, key) = (store.clone(), key.clone());
+            tokio::spawn(async move {
+                let token = LockToken::generate();
+                store
+                    .begin(&key, &fp, &token, Duration::from_secs(30))
+                    .await
+            })
+        })
+        .collect();
+    let waiting = move || {
+        cli(primary, &["client", "list"])
+            .lines()
+            .filter(|client| client.contains("cmd=wait"))
+            .count()
+    };
+    let all_waiting = tokio::task::spawn_blocking(move || {
+        (0..150).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            waiting() == 3
+        })
+    });
+    assert!(all_waiting.await.unwrap(), "three claims waiting at once");
+    let other = RecordKey::new("idem", "", &format!("other-{{{tag}}}"));
+    assert_eq!(store.get(&other).await.unwrap(), None);
+    assert!(
+        claims.iter().all(|claim| !claim.is_finished()),
+        "the read was answered while the claims still waited"
+    );
+    cluster.signal(replica, "-CONT");
+    for claim in claims {
+        // Acknowledged once the replica runs again, or refused (and released) if it
+        // took longer than the wait: either way, settled.
+        let _ = claim.await.unwrap();
+    }
 }

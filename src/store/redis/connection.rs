@@ -162,6 +162,43 @@ where
     Ok(Connection::Cluster(connection))
 }
 
+/// What a store opened its connection to, so that it can open more of the same (the
+/// connections its waits for replicas go over).
+pub(super) struct Opener {
+    target: Target,
+    roots: Option<Vec<u8>>,
+}
+
+enum Target {
+    Single(String),
+    Cluster(Vec<String>),
+}
+
+impl Opener {
+    pub(super) fn single(url: &str, roots: Roots<'_>) -> Self {
+        Self {
+            target: Target::Single(url.to_owned()),
+            roots: roots.map(<[u8]>::to_vec),
+        }
+    }
+
+    pub(super) fn cluster(nodes: Vec<String>, roots: Roots<'_>) -> Self {
+        Self {
+            target: Target::Cluster(nodes),
+            roots: roots.map(<[u8]>::to_vec),
+        }
+    }
+
+    /// One more connection, as the first was opened.
+    pub(super) async fn open(&self) -> Result<Connection, StoreError> {
+        let roots = self.roots.as_deref();
+        match &self.target {
+            Target::Single(url) => single(url, roots).await,
+            Target::Cluster(nodes) => cluster(nodes, roots).await,
+        }
+    }
+}
+
 /// The node URLs of `redis-cluster://[user:password@]host:port,host:port[/…]` (or
 /// `rediss-cluster://`, over TLS), or `None` for a URL of another scheme.
 pub(super) fn cluster_nodes(url: &str) -> Option<Result<Vec<String>, StoreError>> {

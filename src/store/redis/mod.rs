@@ -61,6 +61,10 @@ pub struct RedisStore {
     replicas: Option<Replicas>,
     /// The connection's reply timeout, where the store opened the connection itself.
     reply_timeout: Option<Duration>,
+    /// How to open more connections like it, where the store opened it itself.
+    opener: Option<Arc<connection::Opener>>,
+    /// The connections the calls followed by `WAIT` go over (none: the one connection).
+    waiting: replicas::Waiting,
 }
 
 impl RedisStore {
@@ -105,12 +109,13 @@ impl RedisStore {
     }
 
     async fn open(url: &str, roots: connection::Roots<'_>) -> Result<Self, StoreError> {
-        let connection = match connection::cluster_nodes(url) {
-            Some(nodes) => connection::cluster(nodes?, roots).await?,
-            None => connection::single(url, roots).await?,
+        let opener = match connection::cluster_nodes(url) {
+            Some(nodes) => connection::Opener::cluster(nodes?, roots),
+            None => connection::Opener::single(url, roots),
         };
-        let mut store = Self::over(connection).await?;
+        let mut store = Self::over(opener.open().await?).await?;
         store.reply_timeout = Some(connection::TIMEOUT);
+        store.opener = Some(Arc::new(opener));
         Ok(store)
     }
 
@@ -121,8 +126,14 @@ impl RedisStore {
         I: IntoIterator<Item = U>,
         U: AsRef<str>,
     {
-        let mut store = Self::over(connection::cluster(urls, None).await?).await?;
+        let nodes: Vec<String> = urls
+            .into_iter()
+            .map(|url| url.as_ref().to_owned())
+            .collect();
+        let opener = connection::Opener::cluster(nodes, None);
+        let mut store = Self::over(opener.open().await?).await?;
         store.reply_timeout = Some(connection::TIMEOUT);
+        store.opener = Some(Arc::new(opener));
         Ok(store)
     }
 
@@ -171,6 +182,8 @@ impl RedisStore {
             scripts: Arc::new(scripts),
             replicas: None,
             reply_timeout: None,
+            opener: None,
+            waiting: replicas::Waiting::default(),
         })
     }
 
@@ -199,7 +212,10 @@ impl RedisStore {
             cmd
         };
         let replicas = self.replicas.filter(|_| durable);
-        let mut connection = self.connection.clone();
+        let mut connection = match replicas {
+            Some(_) => self.waiting.next().unwrap_or(&self.connection).clone(),
+            None => self.connection.clone(),
+        };
         let send = async |cmd: redis::Cmd, connection: &mut Connection| match replicas {
             None => cmd
                 .query_async::<T>(connection)

@@ -1,10 +1,38 @@
 //! [`RedisStore::wait_for_replicas`]: the claim, completion and renewal acknowledged by
-//! replicas before the layer goes on.
+//! replicas before the layer goes on, and the connections those waits go over.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
-use super::RedisStore;
+use super::{connection::Connection, RedisStore};
 use crate::store::{StoreError, StoreErrorKind};
+
+/// How many connections a store that opened its own spreads its waits over: a `WAIT`
+/// holds up the connection it is sent on, so waits on one connection run one at a time.
+pub(super) const WAITING_CONNECTIONS: usize = 8;
+
+/// The connections the calls followed by `WAIT` take in turn (none: the store's one).
+#[derive(Clone, Default)]
+pub(super) struct Waiting {
+    connections: Arc<[Connection]>,
+    turn: Arc<AtomicUsize>,
+}
+
+impl Waiting {
+    /// The next connection in turn, if there are any.
+    pub(super) fn next(&self) -> Option<&Connection> {
+        if self.connections.is_empty() {
+            return None;
+        }
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        Some(&self.connections[turn % self.connections.len()])
+    }
+}
 
 /// `WAIT` after each claim, completion and renewal.
 #[derive(Clone, Copy, Debug)]
@@ -20,17 +48,22 @@ impl RedisStore {
     /// `replicas` to the number of replicas each primary has: with fewer, a replica
     /// that did not acknowledge may be the one promoted.
     ///
-    /// `WAIT` holds up the connection it is sent on (Redis answers nothing else on it
-    /// meanwhile), and the store multiplexes its calls over one connection (one per
-    /// node on a cluster): with healthy replicas each wait is one replica round trip,
-    /// but with a replica unreachable every call queues behind `timeout`. Keep the
-    /// timeout short (tens of milliseconds on a LAN), and give the store a connection
-    /// of its own rather than one the application shares.
+    /// `WAIT` holds up the connection it is sent on: Redis answers nothing else on it
+    /// until the replicas acknowledge or `timeout` passes. A store that opened its own
+    /// connection ([`connect`](Self::connect), [`connect_cluster`](Self::connect_cluster))
+    /// therefore opens eight more here and spreads the waiting calls over them, so that up
+    /// to eight waits proceed at once, and reads (`get`, a release) never queue behind one.
+    /// A store over the application's connection
+    /// ([`with_connection_manager`](Self::with_connection_manager),
+    /// [`with_cluster_connection`](Self::with_cluster_connection)) keeps that one: each
+    /// wait there holds up every other call, so keep the timeout short (tens of
+    /// milliseconds on a LAN).
     ///
     /// Fails with [`StoreErrorKind::Configuration`] for zero replicas, a timeout under one
     /// millisecond (`WAIT` would block without end), or, on a connection the store opened,
-    /// a timeout not below its 2-second reply timeout.
-    pub fn wait_for_replicas(
+    /// a timeout not below its 2-second reply timeout; and as
+    /// [`connect`](Self::connect) does when the connections cannot be opened.
+    pub async fn wait_for_replicas(
         mut self,
         replicas: u32,
         timeout: Duration,
@@ -50,6 +83,14 @@ impl RedisStore {
             count: replicas,
             timeout_ms,
         });
+        if let Some(opener) = &self.opener {
+            let opening = (0..WAITING_CONNECTIONS).map(|_| opener.open());
+            let connections = futures_util::future::try_join_all(opening).await?;
+            self.waiting = Waiting {
+                connections: connections.into(),
+                turn: Arc::default(),
+            };
+        }
         Ok(self)
     }
 
