@@ -1,5 +1,5 @@
 //! Tells the tests which backend servers they were built to reach. With `REDIS_URL`,
-//! `REDIS_CLUSTER_URL` or `DATABASE_URL` unset, the tests that need that server are reported by `cargo test` as
+//! `REDIS_CLUSTER_URL`, `DATABASE_URL` (or the TLS servers' variables) unset, the tests that need that server are reported by `cargo test` as
 //! ignored, with the reason, instead of passing without running. The library itself
 //! reads neither variable: the cfgs below are used by the tests only.
 
@@ -9,6 +9,7 @@ fn main() {
         ("REDIS_CLUSTER_URL", "redis_cluster_url_unset"),
         ("DATABASE_URL", "database_url_unset"),
         ("REDIS_TLS_URL", "redis_tls_url_unset"),
+        ("REDIS_TLS_CLUSTER_URL", "redis_tls_cluster_url_unset"),
         ("DATABASE_TLS_URL", "database_tls_url_unset"),
     ] {
         println!("cargo::rustc-check-cfg=cfg({cfg})");

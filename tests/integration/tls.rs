@@ -1,6 +1,8 @@
 //! The stores over TLS, against real TLS listeners: Redis at `REDIS_TLS_URL` (with its
 //! certificate authority at `REDIS_TLS_CA`; `.ci/redis_tls.sh` starts one), PostgreSQL
-//! at `DATABASE_TLS_URL` (`…?sslmode=verify-full&sslrootcert=PATH`, host `localhost`).
+//! at `DATABASE_TLS_URL` (`…?sslmode=verify-full&sslrootcert=PATH`, host `localhost`),
+//! a Redis Cluster at `REDIS_TLS_CLUSTER_URL` (authority at `REDIS_TLS_CLUSTER_CA`;
+//! `.ci/redis_tls_cluster.sh` starts one).
 //! A certificate that does not check out is a clear error when the store is built,
 //! never a connection in the clear.
 
@@ -106,6 +108,80 @@ mod redis {
             "wrong password",
             result,
             &["password authentication failed"],
+        );
+    }
+}
+
+/// A Redis Cluster over TLS (`rediss-cluster://`, `.ci/redis_tls_cluster.sh` starts one):
+/// the store follows the nodes it discovers over TLS too, checking each certificate.
+#[cfg(feature = "redis-tls")]
+mod redis_cluster {
+    use tower_idempotency::store::{RecordKey, RecordState, RedisStore};
+
+    use super::*;
+
+    fn ca() -> Vec<u8> {
+        std::fs::read(var("REDIS_TLS_CLUSTER_CA"))
+            .expect("REDIS_TLS_CLUSTER_CA names a readable file")
+    }
+
+    #[cfg_attr(
+        redis_tls_cluster_url_unset,
+        ignore = "REDIS_TLS_CLUSTER_URL is not set"
+    )]
+    #[tokio::test]
+    async fn rediss_cluster_with_the_clusters_authority_works() {
+        let url = var("REDIS_TLS_CLUSTER_URL");
+        let store = RedisStore::connect_with_roots(&url, &ca()).await.unwrap();
+        // Keys on every node: each answers over TLS.
+        let mut keys = Vec::new();
+        for _ in 0..6 {
+            keys.push(runs_once(store.clone()).await);
+        }
+        let nodes = url
+            .trim_start_matches("rediss-cluster://:")
+            .split_once('@')
+            .unwrap();
+        let password = nodes.0;
+        let urls: Vec<String> = nodes
+            .1
+            .split(',')
+            .map(|node| format!("rediss://:{password}@{node}"))
+            .collect();
+        let certificates = ::redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca()),
+        };
+        let client = ::redis::cluster::ClusterClient::builder(urls)
+            .certs(certificates)
+            .build()
+            .unwrap();
+        let mut connection = client.get_async_connection().await.unwrap();
+        for key in keys {
+            let record_key = RecordKey::new("idem", "", &key);
+            let record = store.get(&record_key).await.unwrap().expect("the record");
+            assert!(matches!(record.state, RecordState::Completed(_)));
+            let deleted: i64 = ::redis::cmd("DEL")
+                .arg(record_key.as_str())
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            assert_eq!(deleted, 1, "the record was in the TLS cluster");
+        }
+    }
+
+    #[cfg_attr(
+        redis_tls_cluster_url_unset,
+        ignore = "REDIS_TLS_CLUSTER_URL is not set"
+    )]
+    #[tokio::test]
+    async fn rediss_cluster_refuses_an_authority_it_was_not_given() {
+        let url = var("REDIS_TLS_CLUSTER_URL");
+        // An authority the system does not know (names are checked as on one server).
+        refused(
+            "system roots",
+            RedisStore::connect(&url).await,
+            &["unknownissuer", "unknown issuer"],
         );
     }
 }
