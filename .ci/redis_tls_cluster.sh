@@ -37,10 +37,18 @@ for port in "$@"; do
   nodes+=("127.0.0.1:$port")
 done
 for port in "$@"; do
+  ready=""
   for _ in $(seq 1 50); do
-    redis-cli "${tls[@]}" -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG && break
+    if redis-cli "${tls[@]}" -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG; then
+      ready=1
+      break
+    fi
     sleep 0.1
   done
+  if [ -z "$ready" ]; then
+    echo "redis_tls_cluster.sh: the TLS node on port $port does not answer (is the port taken? see $dir/$port/log)" >&2
+    exit 1
+  fi
 done
 redis-cli "${tls[@]}" --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >&2
 ok=0

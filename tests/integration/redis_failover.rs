@@ -330,8 +330,9 @@ async fn wait_for_replicas_refuses_what_cannot_work() {
 }
 
 /// The waits of a store that opened its own connections go over connections of their
-/// own: with the replica stopped, several claims wait for it at once (each `WAIT` holds up
-/// the connection it is sent on), and a read is answered meanwhile.
+/// own: with the replica stopped, claims of different keys wait for it side by side (each
+/// `WAIT` holds up the connection it is sent on; on one connection they would wait one
+/// after the other), and a read is answered meanwhile.
 #[cfg_attr(redis_cluster_url_unset, ignore = "REDIS_CLUSTER_URL is not set")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waits_for_replicas_proceed_side_by_side() {
@@ -347,7 +348,9 @@ async fn waits_for_replicas_proceed_side_by_side() {
         .unwrap();
     // One hash tag: every key on one primary, with one replica.
     let tag = uuid::Uuid::new_v4();
-    let keys: Vec<RecordKey> = (0..3)
+    // Eight keys: each keeps to one of the store's eight waiting connections (by a hash
+    // of the key), so at least two share none (all eight on one: 8^-7).
+    let keys: Vec<RecordKey> = (0..8)
         .map(|i| RecordKey::new("idem", "", &format!("side-{{{tag}}}-{i}")))
         .collect();
     let (primary, replica) = cluster.primary_and_replica(&keys[0]);
@@ -366,19 +369,30 @@ async fn waits_for_replicas_proceed_side_by_side() {
             })
         })
         .collect();
+    // Clients blocked (`flags=b`) in a `WAIT` right now (`cmd` is a client's last command,
+    // whether or not it still runs).
     let waiting = move || {
         cli(primary, &["client", "list"])
             .lines()
-            .filter(|client| client.contains("cmd=wait"))
+            .filter(|client| {
+                let field = |name: &str| {
+                    client
+                        .split_whitespace()
+                        .find_map(|field| field.strip_prefix(name))
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                field("cmd=") == "wait" && field("flags=").contains('b')
+            })
             .count()
     };
     let all_waiting = tokio::task::spawn_blocking(move || {
         (0..150).any(|_| {
             std::thread::sleep(Duration::from_millis(10));
-            waiting() == 3
+            waiting() >= 2
         })
     });
-    assert!(all_waiting.await.unwrap(), "three claims waiting at once");
+    assert!(all_waiting.await.unwrap(), "claims waiting side by side");
     let other = RecordKey::new("idem", "", &format!("other-{{{tag}}}"));
     assert_eq!(store.get(&other).await.unwrap(), None);
     assert!(
@@ -391,4 +405,52 @@ async fn waits_for_replicas_proceed_side_by_side() {
         // took longer than the wait: either way, settled.
         let _ = claim.await.unwrap();
     }
+}
+
+/// A completion tried again over another connection (a reconnect, or another store)
+/// finds its first attempt landed (`2`): it is told spent only once the replicas hold
+/// that first attempt. (The script writes again for the `WAIT` after it to cover: on a
+/// server whose `WAIT` counts only the connection's own writes, that is what makes it so;
+/// Redis 7.0, here, counts up to the offset of the connection's last command.)
+#[cfg_attr(redis_cluster_url_unset, ignore = "REDIS_CLUSTER_URL is not set")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_found_landed_is_spent_only_once_replicated() {
+    use tower_idempotency::store::{Fingerprint, LockToken, StoredResponse};
+    let cluster = tokio::task::spawn_blocking(OwnCluster::start)
+        .await
+        .unwrap();
+    let (first, second) = (store(&cluster.url()).await, store(&cluster.url()).await);
+    let key = RecordKey::new("idem", "", &unique("landed"));
+    let (_, replica) = cluster.primary_and_replica(&key);
+    let token = LockToken::generate();
+    let fp = Fingerprint::new([3; 32], [4; 32]);
+    first
+        .begin(&key, &fp, &token, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let response = StoredResponse {
+        status: StatusCode::CREATED,
+        headers: Default::default(),
+        body: Some("done".into()),
+        trailers: None,
+    };
+    let ttl = Duration::from_secs(60);
+
+    cluster.signal(replica, "-STOP");
+    let unreplicated = first.complete(&key, &token, &response, ttl).await;
+    assert_eq!(
+        unreplicated.unwrap_err().kind(),
+        StoreErrorKind::Unavailable
+    );
+    // Landed on the primary, not yet on the replica: not spent for the other store either.
+    let again = second.complete(&key, &token, &response, ttl).await;
+    assert_eq!(again.unwrap_err().kind(), StoreErrorKind::Unavailable);
+    cluster.signal(replica, "-CONT");
+    let spent = second.complete(&key, &token, &response, ttl).await;
+    assert_eq!(spent.unwrap_err().kind(), StoreErrorKind::Fenced);
+    first
+        .get(&key)
+        .await
+        .unwrap()
+        .expect("the completed record");
 }

@@ -188,7 +188,7 @@ impl RedisStore {
     }
 
     /// Runs `lua` on `key`: `EVALSHA`, followed in the same round trip by `WAIT` when
-    /// `durable` and replicas are awaited. A node without the script (restarted, failed
+    /// the call is [`Call::Durable`] and replicas are awaited. A node without the script (restarted, failed
     /// over, or newly serving the slot) answers `NOSCRIPT`, having run nothing: the call
     /// is sent again as `EVAL` with the script's source, which runs it and leaves it
     /// loaded on that node. Returns the reply and whether the replicas awaited
@@ -198,9 +198,9 @@ impl RedisStore {
         lua: &Lua,
         key: &RecordKey,
         args: &[&[u8]],
-        durable: bool,
+        call: Call,
     ) -> Result<(T, bool), StoreError> {
-        let call = |command: &str, script: &str| {
+        let build = |command: &str, script: &str| {
             // Sized for its arguments at once, not grown by doubling as each is written.
             let bytes = command.len() + script.len() + 1 + key.as_str().len();
             let bytes = bytes + args.iter().map(|arg| arg.len()).sum::<usize>();
@@ -211,11 +211,13 @@ impl RedisStore {
             }
             cmd
         };
-        let replicas = self.replicas.filter(|_| durable);
-        let mut connection = match replicas {
-            Some(_) => self.waiting.next().unwrap_or(&self.connection).clone(),
-            None => self.connection.clone(),
+        let replicas = self.replicas.filter(|_| call == Call::Durable);
+        // The writes to a key keep to its waiting connection (see `Waiting`).
+        let writes = match call {
+            Call::Read => None,
+            Call::Write | Call::Durable => self.waiting.for_key(key.as_str()),
         };
+        let mut connection = writes.unwrap_or(&self.connection).clone();
         let send = async |cmd: redis::Cmd, connection: &mut Connection| match replicas {
             None => cmd
                 .query_async::<T>(connection)
@@ -230,11 +232,11 @@ impl RedisStore {
                 .await
                 .map(|(reply, acked)| (reply, acked >= u64::from(count))),
         };
-        match send(call("EVALSHA", lua.hash()), &mut connection).await {
+        match send(build("EVALSHA", lua.hash()), &mut connection).await {
             Err(err)
                 if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
             {
-                send(call("EVAL", lua.code()), &mut connection).await
+                send(build("EVAL", lua.code()), &mut connection).await
             }
             other => other,
         }
@@ -250,9 +252,9 @@ impl RedisStore {
         lua: &Lua,
         key: &RecordKey,
         args: &[&[u8]],
-        durable: bool,
+        call: Call,
     ) -> Result<(), StoreError> {
-        let (reply, replicated): (i64, bool) = self.run(lua, key, args, durable).await?;
+        let (reply, replicated): (i64, bool) = self.run(lua, key, args, call).await?;
         match reply {
             1 | 2 if !replicated => Err(self.not_replicated("the write")),
             1 => Ok(()),
@@ -265,6 +267,18 @@ impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore").finish_non_exhaustive()
     }
+}
+
+/// What a script call does, which decides its connection and whether `WAIT` follows it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Call {
+    /// Reads only (`get`).
+    Read,
+    /// May write, and a failover losing it costs nothing (a release: the lease frees the
+    /// key anyway).
+    Write,
+    /// May write, and is followed by `WAIT` when replicas are awaited.
+    Durable,
 }
 
 /// `duration` in milliseconds, written in `buffer` (no allocation).
@@ -293,7 +307,7 @@ impl IdempotencyStore for RedisStore {
                     lease.as_bytes(),
                     VERSION.as_bytes(),
                 ],
-                true,
+                Call::Durable,
             )
             .await?;
         let begin = match parse_reply(reply)? {
@@ -333,15 +347,20 @@ impl IdempotencyStore for RedisStore {
             &self.scripts.complete,
             key,
             &[&token.to_bytes(), &encoded, ttl.as_bytes()],
-            true,
+            Call::Durable,
         )
         .await
     }
 
     async fn release(&self, key: &RecordKey, token: &LockToken) -> Result<(), StoreError> {
         // A release lost in a failover leaves the claim until its lease ends: no wait.
-        self.fenced(&self.scripts.release, key, &[&token.to_bytes()], false)
-            .await
+        self.fenced(
+            &self.scripts.release,
+            key,
+            &[&token.to_bytes()],
+            Call::Write,
+        )
+        .await
     }
 
     async fn renew(
@@ -356,14 +375,14 @@ impl IdempotencyStore for RedisStore {
             &self.scripts.renew,
             key,
             &[&token.to_bytes(), lease.as_bytes()],
-            true,
+            Call::Durable,
         )
         .await
     }
 
     async fn get(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
         let (reply, _): (Vec<Value>, bool) = self
-            .run(&self.scripts.get, key, &[VERSION.as_bytes()], false)
+            .run(&self.scripts.get, key, &[VERSION.as_bytes()], Call::Read)
             .await?;
         match parse_reply(reply)? {
             (0, _) => Ok(None),

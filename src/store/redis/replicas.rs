@@ -1,13 +1,7 @@
 //! [`RedisStore::wait_for_replicas`]: the claim, completion and renewal acknowledged by
 //! replicas before the layer goes on, and the connections those waits go over.
 
-use std::{
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use super::{connection::Connection, RedisStore};
 use crate::store::{StoreError, StoreErrorKind};
@@ -16,21 +10,24 @@ use crate::store::{StoreError, StoreErrorKind};
 /// holds up the connection it is sent on, so waits on one connection run one at a time.
 pub(super) const WAITING_CONNECTIONS: usize = 8;
 
-/// The connections the calls followed by `WAIT` take in turn (none: the store's one).
+/// The connections the writes go over when they are followed by `WAIT` (none: the
+/// store's one). Each key keeps to one of them: a `WAIT` counts only the writes made on
+/// its own connection, so a write tried again (after its reply or its wait was lost) must
+/// follow its first attempt there, and a release must not overtake the claim it frees.
 #[derive(Clone, Default)]
 pub(super) struct Waiting {
     connections: Arc<[Connection]>,
-    turn: Arc<AtomicUsize>,
 }
 
 impl Waiting {
-    /// The next connection in turn, if there are any.
-    pub(super) fn next(&self) -> Option<&Connection> {
+    /// The connection the writes to `key` go over, if there are any.
+    pub(super) fn for_key(&self, key: &str) -> Option<&Connection> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
         if self.connections.is_empty() {
             return None;
         }
-        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        Some(&self.connections[turn % self.connections.len()])
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+        Some(&self.connections[(hash % self.connections.len() as u64) as usize])
     }
 }
 
@@ -51,8 +48,11 @@ impl RedisStore {
     /// `WAIT` holds up the connection it is sent on: Redis answers nothing else on it
     /// until the replicas acknowledge or `timeout` passes. A store that opened its own
     /// connection ([`connect`](Self::connect), [`connect_cluster`](Self::connect_cluster))
-    /// therefore opens eight more here and spreads the waiting calls over them, so that up
-    /// to eight waits proceed at once, and reads (`get`, a release) never queue behind one.
+    /// therefore opens eight more here (on a cluster, eight more cluster connections, each
+    /// with a socket to every primary) and spreads the writes over them by key, so that
+    /// waits for different keys proceed side by side (up to eight at once), and `get`
+    /// never queues behind one. The writes to one key keep to one connection, where each
+    /// `WAIT` covers them all and a release never overtakes its claim.
     /// A store over the application's connection
     /// ([`with_connection_manager`](Self::with_connection_manager),
     /// [`with_cluster_connection`](Self::with_cluster_connection)) keeps that one: each
@@ -88,7 +88,6 @@ impl RedisStore {
             let connections = futures_util::future::try_join_all(opening).await?;
             self.waiting = Waiting {
                 connections: connections.into(),
-                turn: Arc::default(),
             };
         }
         Ok(self)

@@ -7,7 +7,8 @@ use crate::store::{Fingerprint, StoreError};
 
 /// Claims a free key, or reports what holds it. Answers `{0}` claimed, `{1, fp}` conflict,
 /// `{2}` in progress, `{3, response}` completed, `{4}` already held with this token,
-/// `{-1, why}` not one of our records. The record is read first (one command for a
+/// `{-1, why}` not one of our records. `{4}` writes its token again (the same value): a
+/// `WAIT` after it then covers the claim it found, whichever connection made that. The record is read first (one command for a
 /// replay, a conflict or a key in flight); only a key with none of our fields is checked
 /// for existence before it is claimed, so a foreign hash is never written into.
 const BEGIN: &str = r"
@@ -22,7 +23,10 @@ end
 if r[1] ~= ARGV[4] or not r[2] then return {-1, 'a hash of another format'} end
 if (not r[3]) == (not r[4]) then return {-1, 'a record neither in flight nor completed'} end
 if r[3] and string.len(r[3]) ~= 16 then return {-1, 'a record with a malformed token'} end
-if r[3] == ARGV[2] then return {4} end
+if r[3] == ARGV[2] then
+  redis.call('HSET', KEYS[1], 'tok', ARGV[2])
+  return {4}
+end
 if r[2] ~= ARGV[1] then return {1, r[2]} end
 if r[4] then return {3, r[4]} end
 return {2}
@@ -57,11 +61,15 @@ macro_rules! fenced_script {
 /// Completes the record held with `ARGV[1]`: `1`. The completing token stays in `by`, so
 /// that a completion tried again after its reply was lost (by the layer, or by the
 /// cluster client after a connection drop) is told apart: `2` (spent, but it landed),
-/// where another token or no record is `0`.
+/// where another token or no record is `0`. `2` writes `by` again (the same value), so
+/// that a `WAIT` after it covers the completion it found, whichever connection made it.
 const COMPLETE: &str = r"
 local tok = redis.pcall('HGET', KEYS[1], 'tok')
 if tok ~= ARGV[1] then
-  if tok == false and redis.pcall('HGET', KEYS[1], 'by') == ARGV[1] then return 2 end
+  if tok == false and redis.pcall('HGET', KEYS[1], 'by') == ARGV[1] then
+    redis.call('HSET', KEYS[1], 'by', ARGV[1])
+    return 2
+  end
   return 0
 end
 redis.call('HDEL', KEYS[1], 'tok')
