@@ -4,6 +4,10 @@
 //! reads neither variable: the cfgs below are used by the tests only.
 
 fn main() {
+    // The triple being built for: the tests build the examples for it too.
+    if let Ok(target) = std::env::var("TARGET") {
+        println!("cargo::rustc-env=TEST_TARGET={target}");
+    }
     for (var, cfg) in [
         ("REDIS_URL", "redis_url_unset"),
         ("REDIS_CLUSTER_URL", "redis_cluster_url_unset"),

@@ -191,26 +191,42 @@ pub(crate) fn unique(prefix: &str) -> String {
 /// same features, so that no build overwrites a binary another test is starting.
 #[cfg(any(feature = "redis", feature = "postgres", feature = "reqwest"))]
 pub(crate) fn example_binary(name: &str, features: &[&str]) -> std::path::PathBuf {
-    let status = std::process::Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "--example",
-            name,
-            "--features",
-            &features.join(","),
-        ])
+    // Built as this test binary was: the same profile, and the same `--target` when one
+    // was given (its triple is then in this binary's path); cargo says where it put it.
+    let features = features.join(",");
+    let mut args = vec![
+        "build",
+        "--quiet",
+        "--example",
+        name,
+        "--features",
+        &features,
+    ];
+    args.push("--message-format=json-render-diagnostics");
+    if !cfg!(debug_assertions) {
+        args.push("--release");
+    }
+    let target = env!("TEST_TARGET");
+    let this = std::env::current_exe().unwrap();
+    if this.components().any(|part| part.as_os_str() == target) {
+        args.extend(["--target", target]);
+    }
+    let output = std::process::Command::new(env!("CARGO"))
+        .args(&args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
+        .stderr(std::process::Stdio::inherit())
+        .output()
         .expect("cargo runs");
-    assert!(status.success(), "building the {name} example failed");
-    let deps = std::env::current_exe().unwrap();
-    deps.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name)
+    assert!(
+        output.status.success(),
+        "building the {name} example failed"
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["target"]["name"] == name)
+        .find_map(|message| message["executable"].as_str().map(std::path::PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo named no executable for the {name} example"))
 }
 
 /// The `orders` example, built with this test's store features (and `client`).
