@@ -128,8 +128,8 @@ pub(crate) fn is_transient(transient: &[StatusCode], fields: &HeaderMap) -> bool
 
 /// The layer's answer to a gRPC call it refuses: a trailers-only response (HTTP `200`,
 /// the status in its headers) with the problem's code, its title and detail as
-/// `grpc-message`, its wait as `grpc-retry-pushback-ms`, and its `type` URI as
-/// `idempotency-problem`.
+/// `grpc-message`, its wait as `grpc-retry-pushback-ms`, its `type` URI as
+/// `idempotency-problem`, and its documentation as `link` (as an HTTP answer has it).
 pub(crate) fn render(details: &ProblemDetails) -> Response<Bytes> {
     let mut response = Response::new(Bytes::new());
     let headers = response.headers_mut();
@@ -145,6 +145,11 @@ pub(crate) fn render(details: &ProblemDetails) -> Response<Bytes> {
     }
     if let Ok(uri) = HeaderValue::try_from(details.kind.uri()) {
         headers.insert(IDEMPOTENCY_PROBLEM, uri);
+    }
+    // The documentation, as an HTTP answer links it (`link` metadata).
+    let docs = details.documentation.as_deref();
+    if let Some(link) = docs.and_then(super::problem_details::describedby) {
+        headers.insert(header::LINK, link);
     }
     response
 }

@@ -235,3 +235,27 @@ async fn a_grpc_web_call_with_a_grpc_calls_key_is_a_conflict() {
     let again = send(&app, call(CREATE, Some("g-web"))).await;
     assert_eq!(again.2, Some(Outcome::Replayed));
 }
+
+/// A refusal to a gRPC call links its documentation as an HTTP refusal does (`link`
+/// metadata), beside its problem type.
+#[tokio::test]
+async fn a_grpc_refusal_links_its_documentation() {
+    let layer = IdempotencyLayer::new(MemoryStore::new())
+        .grpc_methods([CREATE])
+        .unwrap();
+    let (app, _) = app(0, layer);
+    send(&app, call(CREATE, Some("g-doc"))).await;
+    let mut other = call(CREATE, Some("g-doc"));
+    *other.body_mut() = Body::from(&b"\0\0\0\0\x02no"[..]);
+    let refused = app.clone().oneshot(other).await.unwrap();
+    let headers = refused.headers();
+    assert_eq!(
+        headers["idempotency-problem"],
+        "urn:tower-idempotency:problem:conflict"
+    );
+    let link = headers["link"].to_str().unwrap();
+    assert!(
+        link.starts_with('<') && link.contains("conflict") && link.ends_with("rel=\"describedby\""),
+        "{link}"
+    );
+}
