@@ -65,9 +65,8 @@ impl CommitError {
     /// [`Unknown`](Self::Unknown) a `500` saying the outcome is unknown, which the layer
     /// records like any answer (a retry never runs it again).
     ///
-    /// These are HTTP answers. A gRPC handler returns a status of its own instead:
-    /// `UNAVAILABLE` for `Fenced` and `RolledBack` (nothing committed: the layer releases
-    /// the key) and `UNKNOWN` for `Unknown` (recorded, never run again).
+    /// These are HTTP answers. A gRPC handler returns the status of
+    /// [`grpc_code`](Self::grpc_code) instead.
     pub fn into_http(self) -> Response<Full<Bytes>> {
         let (problem, executed) = match self {
             Self::Fenced => (Problem::InProgress, false),
@@ -79,6 +78,28 @@ impl CommitError {
             response
         } else {
             NotExecuted::mark(response)
+        }
+    }
+}
+
+impl CommitError {
+    /// The gRPC status code a gRPC handler answers with: `UNAVAILABLE` (14) for
+    /// [`Fenced`](Self::Fenced) and [`RolledBack`](Self::RolledBack) (nothing committed: the
+    /// layer releases the key, and the client's retry policy may try again), and `UNKNOWN`
+    /// (2) for [`Unknown`](Self::Unknown) (recorded, never run again). With tonic:
+    /// `Status::new(Code::from(err.grpc_code()), err.to_string())`.
+    ///
+    /// ```
+    /// use tower_idempotency::CommitError;
+    ///
+    /// assert_eq!(CommitError::Fenced.grpc_code(), 14);
+    /// assert_eq!(CommitError::RolledBack("deadlock".into()).grpc_code(), 14);
+    /// assert_eq!(CommitError::Unknown("connection reset".into()).grpc_code(), 2);
+    /// ```
+    pub fn grpc_code(&self) -> i32 {
+        match self {
+            Self::Fenced | Self::RolledBack(_) => 14,
+            Self::Unknown(_) => 2,
         }
     }
 }
