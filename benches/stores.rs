@@ -103,7 +103,7 @@ fn stores(c: &mut Criterion) {
         let store = runtime
             .block_on(tower_idempotency::store::RedisStore::connect(&url))
             .expect("REDIS_CLUSTER_URL reachable");
-        bench_store(c, &runtime, "redis-cluster", store, None);
+        bench_store(c, &runtime, "redis-cluster", store, Some(&url));
     }
     #[cfg(feature = "postgres")]
     if let Ok(url) = std::env::var("DATABASE_URL") {

@@ -1,8 +1,28 @@
 //! Deleting what a benchmark run wrote to a store outside the process.
 
 /// Deletes the records whose key contains `marker` (a run's own) from the store `url`
-/// names: Redis keys by `SCAN` and `DEL`, PostgreSQL rows of the default table.
+/// names: Redis keys by `SCAN` and `DEL` (on each node of a `redis-cluster://`), PostgreSQL
+/// rows of the default table.
 pub(crate) async fn delete(url: &str, marker: &str) {
+    #[cfg(feature = "redis")]
+    if let Some(nodes) = url.strip_prefix("redis-cluster://") {
+        // Each node holds its own keys: the same deletion on each (a `user:password@`
+        // before the hosts applies to every node).
+        let hosts = nodes.split(['/', '?']).next().unwrap_or_default();
+        let (user, hosts) = match hosts.rsplit_once('@') {
+            Some((user, hosts)) => (format!("{user}@"), hosts),
+            None => (String::new(), hosts),
+        };
+        for node in hosts.split(',') {
+            delete_redis(&format!("redis://{user}{node}"), &format!("*{marker}*")).await;
+        }
+        return;
+    }
+    #[cfg(feature = "redis")]
+    if url.starts_with("rediss-cluster://") {
+        eprintln!("leftovers: the keys of this run on {url} are not deleted (a TLS cluster)");
+        return;
+    }
     #[cfg(feature = "redis")]
     if url.starts_with("redis") {
         return delete_redis(url, &format!("*{marker}*")).await;
@@ -33,11 +53,12 @@ async fn delete_redis(url: &str, pattern: &str) {
             .await
             .expect("SCAN");
         if !keys.is_empty() {
-            let () = redis::cmd("DEL")
-                .arg(&keys)
-                .query_async(&mut connection)
-                .await
-                .expect("DEL");
+            // One `DEL` per key: a cluster node refuses one over keys of several slots.
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.cmd("DEL").arg(key).ignore();
+            }
+            let () = pipe.query_async(&mut connection).await.expect("DEL");
         }
         if next == 0 {
             return;

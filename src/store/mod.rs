@@ -147,9 +147,9 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     ///
     /// - no live record: write an in-flight record with `fingerprint`, `token` and a lease
     ///   of `lease`, and return [`Begin::Claimed`];
-    /// - a live in-flight record held with this same `token`: [`Begin::OwnClaim`], nothing
-    ///   written (the caller's earlier `begin` landed, though its reply may have been lost;
-    ///   or an outer layer on this store holds the claim for the same request);
+    /// - a live in-flight record held with this same `token`: [`Begin::OwnClaim`], the
+    ///   record unchanged (the caller's earlier `begin` landed, though its reply may have
+    ///   been lost; or an outer layer on this store holds the claim for the same request);
     /// - a live record whose fingerprint differs (in flight or completed):
     ///   [`Begin::Conflict`] with the record's fingerprint (both digests), nothing
     ///   written;

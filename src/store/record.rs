@@ -274,7 +274,8 @@ pub enum Begin {
     Claimed,
     /// The key is already in flight under the caller's own token: an earlier `begin` of
     /// the same request landed (its reply may have been lost), or an outer layer on the
-    /// same store holds the claim for this request. Nothing was written.
+    /// same store holds the claim for this request. The record is unchanged (a store may
+    /// write the same token again, as `RedisStore` does so that a `WAIT` covers the claim).
     OwnClaim,
     /// The key is claimed by a request with the same fingerprint that has not finished.
     InProgress,
