@@ -6,6 +6,7 @@
 //! cargo run --example orders --features redis -- --store redis://127.0.0.1:6379
 //! cargo run --example orders --features redis -- --store redis-cluster://127.0.0.1:7001,127.0.0.1:7002
 //! cargo run --example orders --features postgres -- --store postgres://postgres@127.0.0.1:5432/test
+//! cargo run --example orders --features redis -- --store redis://127.0.0.1:6379 --replay-cache
 //! cargo run --example orders --features metrics   # /metrics/prometheus through metrics-exporter-prometheus
 //! ```
 //!
@@ -17,7 +18,8 @@
 //! With `--store postgres://…` the orders live in PostgreSQL (table `--orders-table`,
 //! default `orders`, created if missing), and each order is inserted and its idempotency
 //! record completed in one transaction: a crash after the commit leaves a record that the
-//! retry replays.
+//! retry replays. `--replay-cache` puts a `ReplayCache` in front of a Redis or PostgreSQL
+//! store: a request's replays after its first on this instance are answered in process.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -211,6 +213,7 @@ struct Options {
     orders_table: String,
     lease: Duration,
     ttl: Duration,
+    replay_cache: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -220,6 +223,7 @@ fn parse_args() -> Result<Options, String> {
         orders_table: "orders".to_owned(),
         lease: Duration::from_secs(30),
         ttl: Duration::from_secs(24 * 60 * 60),
+        replay_cache: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -235,10 +239,11 @@ fn parse_args() -> Result<Options, String> {
             "--orders-table" => options.orders_table = value()?,
             "--lease" => options.lease = seconds(value()?)?,
             "--ttl" => options.ttl = seconds(value()?)?,
+            "--replay-cache" => options.replay_cache = true,
             "-h" | "--help" => {
                 return Err(
                     "usage: orders [--addr HOST:PORT] [--store memory|redis://…|redis-cluster://…|postgres://…] \
-                            [--orders-table NAME] [--lease SECS] [--ttl SECS]"
+                            [--orders-table NAME] [--lease SECS] [--ttl SECS] [--replay-cache]"
                         .to_owned(),
                 )
             }
@@ -304,6 +309,14 @@ async fn main() {
         std::process::exit(2);
     });
     let (app, in_flight) = match store(&options).await {
+        Ok((store, orders)) if options.replay_cache => {
+            if options.store == "memory" {
+                eprintln!("orders: --replay-cache is for a Redis or PostgreSQL store");
+                std::process::exit(2);
+            }
+            let cache = tower_idempotency::store::ReplayCache::new(store);
+            app(BoxedStore::new(cache), orders, &options)
+        }
         Ok((store, orders)) => app(store, orders, &options),
         Err(msg) => Err(msg),
     }
