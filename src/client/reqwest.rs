@@ -90,6 +90,12 @@ impl IdempotencyMiddleware {
 
     /// Attaches the call's key to every attempt but sends each once, leaving the
     /// retries to another middleware (`reqwest-retry`).
+    ///
+    /// An [`attempt_timeout`](IdempotencyClientLayer::attempt_timeout) still bounds each
+    /// attempt, but its error is this middleware's (`reqwest_middleware::Error::Middleware`),
+    /// which `reqwest-retry`'s default policy takes as final: with `reqwest-retry`, bound
+    /// the attempts with reqwest's own timeout (`reqwest::ClientBuilder::timeout`), whose
+    /// errors it retries.
     #[must_use]
     pub fn keys_only(mut self) -> Self {
         self.retries = false;
