@@ -15,8 +15,8 @@ use super::{
     StoredResponse,
 };
 
-/// A store in front of another (a [`RedisStore`](crate::RedisStore) or a
-/// [`PostgresStore`](crate::PostgresStore), shared by many instances) that keeps in the
+/// A store in front of another (a `RedisStore` or a `PostgresStore`, features `redis` and
+/// `postgres`, shared by many instances) that keeps in the
 /// process the completed records that store replayed, and replays them again from there.
 ///
 /// A completed record does not change until it expires, so a copy of it answers a
