@@ -117,7 +117,7 @@ impl<St> IdempotencyLayer<St> {
     ///
     /// Answers written by the handler's own code are the handler's:
     /// [`CommitError::into_http`](crate::CommitError::into_http) and the
-    /// [`axum`](crate::axum) extractors' rejections render the default way.
+    /// rejections of the `axum` module's extractors (feature `axum`) render the default way.
     ///
     /// ```
     /// use bytes::Bytes;

@@ -13,7 +13,7 @@ use http::Response;
 /// from a status code.
 ///
 /// With the `axum` feature, `NotExecuted` is also a response part, and the
-/// [`axum`](crate::axum) module's extractors mark their rejections with it.
+/// `axum` module's extractors mark their rejections with it.
 ///
 /// ```
 /// use http::{Response, StatusCode};

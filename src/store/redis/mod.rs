@@ -78,7 +78,7 @@ impl RedisStore {
     ///
     /// Connecting and each reply time out after 2 seconds. `rediss://` needs the
     /// feature `redis-tls`, and checks the server's certificate against the system's
-    /// roots (see [`connect_with_roots`](Self::connect_with_roots) for others).
+    /// roots (see `connect_with_roots`, with the same feature, for others).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         Self::open(url, None).await
     }
