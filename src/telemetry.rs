@@ -17,9 +17,10 @@
 //! | `idempotency_replay_cache_lookups_total` | counter | `store`, `result` (`hit`, `miss`) | claims a [`ReplayCache`] answered from its copies (`hit`: a replay) or passed to the store behind it, `store` |
 //!
 //! `store` is the store's [`metrics_name`]: its type's name (`MemoryStore`, `RedisStore`,
-//! `PostgresStore`, or your own store's), or for a [`BoxedStore`] or a [`ReplayCache`]
-//! the name of the store inside (a replay cache's hits are `begin` calls of that store,
-//! answered in the process). The names are the constants of this module.
+//! `PostgresStore`, or your own store's); for a [`BoxedStore`], the name of the store
+//! inside; for a [`ReplayCache`], `ReplayCache<` that name `>` (its hits are answered in
+//! the process, and never timed as the store's round trips). The names are the constants
+//! of this module.
 //!
 //! [`metrics`]: https://docs.rs/metrics
 //! [`Outcome::as_str`]: crate::Outcome::as_str

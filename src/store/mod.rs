@@ -202,10 +202,9 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 
     /// The `store` label of this store's calls in the layer's metrics (feature
     /// `metrics`): by default the type's name without its path or generic arguments
-    /// (`MemoryStore`, `RedisStore`). A wrapper that keeps no records of its own answers
-    /// with the name of the store it wraps: [`BoxedStore`] does, and so does
-    /// [`ReplayCache`] (whose hits are then `begin` calls of that store, answered in the
-    /// process; its own counter tells them apart).
+    /// (`MemoryStore`, `RedisStore`). A wrapper that only passes calls on answers with the
+    /// name of the store it wraps, as [`BoxedStore`] does; one that answers some calls
+    /// itself says so, as [`ReplayCache`] does (`ReplayCache<RedisStore>`).
     fn metrics_name(&self) -> &'static str {
         short_type_name(std::any::type_name::<Self>())
     }

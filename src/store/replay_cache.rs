@@ -5,7 +5,7 @@ use std::{
     fmt,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex, OnceLock,
     },
     time::Duration,
 };
@@ -38,10 +38,11 @@ use super::{
 /// layer's [`ttl`](crate::IdempotencyLayer::ttl). A record deleted from the shared store
 /// by hand is likewise replayed by the copy until it ages out.
 ///
-/// **Metrics** (feature `metrics`): the layer labels this store's calls with the name of
-/// the store behind ([`IdempotencyStore::metrics_name`]), so a hit is a `begin` of that
-/// store answered in the process; `idempotency_replay_cache_lookups_total` (labelled
-/// `store` and `result`: `hit` or `miss`) tells them apart.
+/// **Metrics** (feature `metrics`): the layer labels this store's calls
+/// `ReplayCache<RedisStore>` (its [`IdempotencyStore::metrics_name`], with the name of the
+/// store behind), so that a hit, answered in the process, is never timed as a round trip
+/// of that store; `idempotency_replay_cache_lookups_total` (labelled `store` and `result`:
+/// `hit` or `miss`) counts the hits.
 ///
 /// The copies are bounded by entries and bytes (by the [`MemoryStore`]'s measure; default
 /// [`DEFAULT_MAX_ENTRIES`](Self::DEFAULT_MAX_ENTRIES) and
@@ -89,6 +90,8 @@ pub struct ReplayCache<S> {
     max_entries: usize,
     max_bytes: usize,
     counts: Arc<Counts>,
+    /// `ReplayCache<…>`, made once.
+    name: Arc<OnceLock<&'static str>>,
 }
 
 #[derive(Default)]
@@ -132,6 +135,7 @@ impl<S> ReplayCache<S> {
             max_entries: Self::DEFAULT_MAX_ENTRIES,
             max_bytes: Self::DEFAULT_MAX_BYTES,
             counts: Arc::default(),
+            name: Arc::default(),
         }
     }
 
@@ -203,7 +207,7 @@ impl<S: IdempotencyStore> IdempotencyStore for ReplayCache<S> {
         lease: Duration,
     ) -> Result<Begin, StoreError> {
         self.counts.lookups.fetch_add(1, Ordering::Relaxed);
-        let name = self.store.metrics_name();
+        let name = self.metrics_name();
         if let Some(answer) = self.copies.replay(key, fingerprint) {
             self.counts.hits.fetch_add(1, Ordering::Relaxed);
             crate::telemetry::emit::replay_cache_lookup(name, true);
@@ -255,6 +259,22 @@ impl<S: IdempotencyStore> IdempotencyStore for ReplayCache<S> {
     }
 
     fn metrics_name(&self) -> &'static str {
-        self.store.metrics_name()
+        self.name
+            .get_or_init(|| interned(format!("ReplayCache<{}>", self.store.metrics_name())))
     }
+}
+
+/// `name` as a `&'static str`: the same string each time it is asked for (one per store
+/// type behind a cache, kept for the life of the process).
+fn interned(name: String) -> &'static str {
+    static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut names = NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(known) = names.iter().find(|known| **known == name) {
+        return known;
+    }
+    let name: &'static str = Box::leak(name.into_boxed_str());
+    names.push(name);
+    name
 }

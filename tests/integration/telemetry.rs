@@ -200,7 +200,7 @@ fn a_replay_caches_lookups_are_emitted_and_its_evictions_are_not_the_stores() {
     });
     let lookups = |result: &str| {
         seen.value(&format!(
-            "{}{{result={result},store=MemoryStore}}",
+            "{}{{result={result},store=ReplayCache<MemoryStore>}}",
             telemetry::REPLAY_CACHE_LOOKUPS
         ))
     };
@@ -209,9 +209,9 @@ fn a_replay_caches_lookups_are_emitted_and_its_evictions_are_not_the_stores() {
     // The copy of "a" was evicted for "b"'s: the cache's, not a store's record, lost.
     let evictions = seen.value(&format!("{}{{reason=lru}}", telemetry::MEMORY_EVICTIONS));
     assert_eq!(evictions, 0.0);
-    // Labelled with the store behind, as a `BoxedStore`'s calls are.
+    // Labelled as the cache in front of its store: a hit is not a call of that store.
     let begins = seen.value(&format!(
-        "{}{{operation=begin,result=ok,store=MemoryStore}}",
+        "{}{{operation=begin,result=ok,store=ReplayCache<MemoryStore>}}",
         telemetry::STORE_CALL_SECONDS
     ));
     assert_eq!(begins, 6.0);
