@@ -14,7 +14,7 @@ use tower_service::Service;
 use super::{
     body::ClientResponseBody,
     config::ClientConfig,
-    outcome::{Attempt, AttemptResult, ClientOutcome},
+    outcome::{Attempt, AttemptResult, AttemptTimedOut, ClientOutcome},
     policy::{in_progress, retry_after, retryable_status, Retry, Schedule, Verdict},
     problem_body::{peek, Peeked},
 };
@@ -161,7 +161,7 @@ where
             Ok(answered) => answered,
             Err(_) => {
                 return Sent::error(
-                    "no response within the attempt timeout".into(),
+                    Box::new(AttemptTimedOut { body: false }),
                     AttemptResult::TimedOut,
                 )
             }
@@ -190,7 +190,7 @@ where
                     Ok(peeked) => peeked,
                     Err(_) => {
                         return Sent::error(
-                            "the 409's body did not come within the attempt timeout".into(),
+                            Box::new(AttemptTimedOut { body: true }),
                             AttemptResult::TimedOut,
                         )
                     }

@@ -67,6 +67,6 @@ pub use self::reqwest::IdempotencyMiddleware;
 pub use self::{
     body::ClientResponseBody,
     layer::IdempotencyClientLayer,
-    outcome::{Attempt, AttemptResult, ClientOutcome},
+    outcome::{Attempt, AttemptResult, AttemptTimedOut, ClientOutcome},
     service::{IdempotencyClient, ResponseFuture},
 };

@@ -11,7 +11,7 @@ use reqwest_middleware::{Middleware, Next};
 use super::{
     call::replayed,
     config::ClientConfig,
-    outcome::{Attempt, AttemptResult, ClientOutcome},
+    outcome::{Attempt, AttemptResult, AttemptTimedOut, ClientOutcome},
     policy::{in_progress, retry_after, retryable_status, Retry, Schedule, Verdict},
     problem_body::{peek, Peeked},
     IdempotencyClientLayer,
@@ -92,10 +92,11 @@ impl IdempotencyMiddleware {
     /// retries to another middleware (`reqwest-retry`).
     ///
     /// An [`attempt_timeout`](IdempotencyClientLayer::attempt_timeout) still bounds each
-    /// attempt, but its error is this middleware's (`reqwest_middleware::Error::Middleware`),
-    /// which `reqwest-retry`'s default policy takes as final: with `reqwest-retry`, bound
-    /// the attempts with reqwest's own timeout (`reqwest::ClientBuilder::timeout`), whose
-    /// errors it retries.
+    /// attempt, but its error is this middleware's (`reqwest_middleware::Error::Middleware`
+    /// holding an [`AttemptTimedOut`]), which `reqwest-retry`'s default policy takes as
+    /// final: with `reqwest-retry`, bound the attempts with reqwest's own timeout
+    /// (`reqwest::ClientBuilder::timeout`), whose errors it retries, or have its policy
+    /// retry an [`AttemptTimedOut`].
     #[must_use]
     pub fn keys_only(mut self) -> Self {
         self.retries = false;
@@ -126,6 +127,11 @@ struct CallKey(String);
 /// A middleware failure of our own.
 fn refuse(why: &str) -> reqwest_middleware::Error {
     reqwest_middleware::Error::Middleware(anyhow::anyhow!("idempotency: {why}"))
+}
+
+/// An attempt with no answer (or no `409` body: `body`) in time.
+fn timed_out(body: bool) -> reqwest_middleware::Error {
+    reqwest_middleware::Error::Middleware(anyhow::Error::new(AttemptTimedOut { body }))
 }
 
 impl IdempotencyMiddleware {
@@ -183,7 +189,7 @@ impl IdempotencyMiddleware {
             Some(deadline) => match tokio::time::timeout_at(deadline, sent).await {
                 Ok(answered) => answered,
                 Err(_) => {
-                    let err = refuse("no response within the attempt timeout");
+                    let err = timed_out(false);
                     return (
                         Err(err),
                         AttemptResult::TimedOut,
@@ -215,7 +221,7 @@ impl IdempotencyMiddleware {
                     None => Ok(peek(body).await),
                 };
                 let Ok(peeked) = peeked else {
-                    let err = refuse("the 409's body did not come within the attempt timeout");
+                    let err = timed_out(true);
                     return (
                         Err(err),
                         AttemptResult::TimedOut,

@@ -590,3 +590,27 @@ async fn a_409_whose_body_stalls_times_the_attempt_out() {
     assert_eq!(outcome.attempts.len(), 2);
     assert_eq!(outcome.attempts[0].result, AttemptResult::TimedOut);
 }
+
+/// A call whose last attempt timed out fails with an `AttemptTimedOut`, which a caller can
+/// tell from a transport error.
+#[tokio::test]
+async fn a_call_out_of_attempts_on_a_timeout_says_so_in_its_type() {
+    use tower_idempotency::client::AttemptTimedOut;
+    let seen = Seen::default();
+    let addr = server(seen.clone()).await;
+    let layer = IdempotencyClientLayer::new()
+        .attempt_timeout(Duration::from_millis(100))
+        .max_attempts(std::num::NonZeroU32::new(1).unwrap());
+    let mut client = client(layer);
+    let request = Request::post(format!("http://{addr}/orders"))
+        .body(Full::new(Bytes::from("slow sofa")))
+        .unwrap();
+    let err = ServiceExt::<Request<Full<Bytes>>>::ready(&mut client)
+        .await
+        .unwrap()
+        .call(request)
+        .await
+        .unwrap_err();
+    let timed_out = err.downcast_ref::<AttemptTimedOut>();
+    assert_eq!(timed_out, Some(&AttemptTimedOut::default()), "{err}");
+}

@@ -427,3 +427,30 @@ async fn a_long_409_is_final_and_reaches_the_caller_whole() {
     assert_eq!(body.len(), whole.len());
     assert!(body == whole, "the same bytes, in order");
 }
+
+/// With `keys_only`, an attempt that timed out is the middleware's error, holding an
+/// `AttemptTimedOut` that a retry policy of the caller's can recognise.
+#[tokio::test]
+async fn a_timed_out_attempt_is_an_attempt_timed_out() {
+    use tower_idempotency::client::AttemptTimedOut;
+    let seen = Seen::default();
+    let addr = server(seen.clone()).await;
+    let layer = IdempotencyClientLayer::new().attempt_timeout(Duration::from_millis(100));
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(fast(layer).keys_only())
+        .build();
+    let err = client
+        .post(format!("http://{addr}/orders"))
+        .body("slow sofa")
+        .send()
+        .await
+        .unwrap_err();
+    let reqwest_middleware::Error::Middleware(inner) = &err else {
+        panic!("a middleware error: {err}")
+    };
+    assert_eq!(
+        inner.downcast_ref::<AttemptTimedOut>(),
+        Some(&AttemptTimedOut::default()),
+        "{err}"
+    );
+}
