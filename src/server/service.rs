@@ -100,7 +100,7 @@ where
         // those of requests that carry it (or must).
         let as_http = config.methods.contains(req.method())
             && (config.intercepts_without_header
-                || req.headers().contains_key(&config.header_name));
+                || super::key::present(req.headers(), &config.header_name));
         // On a layer that names gRPC methods, a gRPC call (a POST) is protected only on a
         // method named, its key in the metadata; any other passes through untouched,
         // streaming calls among them. A layer that names none has no gRPC calls: a
@@ -178,7 +178,7 @@ fn grpc_protocol<B>(
     if req.method() != Method::POST || !grpc::is_grpc(req.headers()) {
         return as_http.then_some(Protocol::Http);
     }
-    let keyed = config.require_key || req.headers().contains_key(&config.header_name);
+    let keyed = config.require_key || super::key::present(req.headers(), &config.header_name);
     (keyed && config.grpc_methods.protects(req.uri().path())).then_some(Protocol::Grpc)
 }
 
