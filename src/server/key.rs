@@ -169,7 +169,11 @@ mod tests {
             assert_eq!(extract(&headers, &name), Ok(Some("a")), "{others}");
             assert!(present(&headers, &name));
             headers.append(&name, HeaderValue::from_static("a"));
-            assert_eq!(extract(&headers, &name), Err(KeyError::Repeated), "{others}");
+            assert_eq!(
+                extract(&headers, &name),
+                Err(KeyError::Repeated),
+                "{others}"
+            );
         }
         let mut headers = HeaderMap::new();
         headers.append(&name, HeaderValue::from_static("a"));
