@@ -2,7 +2,8 @@
 //! clock): the bare handler (sent no key, and sent the key header a fresh request
 //! carries), a layer that does nothing, the pass-through, a fresh request and a replay
 //! with the layer's defaults on the default memory store (and on one that evicts the
-//! least recently used records, which also keeps their order of use), and the SHA-256 of
+//! least recently used records, which also keeps their order of use), a replay a
+//! `ReplayCache` answers from its copy, and the SHA-256 of
 //! the same 1 KiB order, so that the layer's own work beside the digest is
 //! `fresh - bare_keyed - sha256`.
 //!
@@ -37,7 +38,7 @@ use tower_idempotency::{store::Eviction, IdempotencyLayer, MemoryStore};
 
 mod common;
 
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 10] = [
     "bare",
     "bare_keyed",
     "noop_layer",
@@ -46,6 +47,7 @@ const SCENARIOS: [&str; 9] = [
     "replay",
     "fresh_lru",
     "replay_lru",
+    "replay_cached",
     "sha256",
 ];
 
@@ -142,6 +144,12 @@ fn main() {
             "{label}: fresh {fresh_all:.0}, replay {replay_all:.0} (outside the allocator: fresh {fresh_out:.0}, replay {replay_out:.0}; allocations {fresh_allocs:.1}, {replay_allocs:.1})",
         );
     }
+    println!(
+        "a replay answered by a ReplayCache's copy (in front of a memory store): {:.0} ({:.0} outside the allocator; allocations {:.1})",
+        beside("replay_cached", "bare_keyed", |p| p.all),
+        beside("replay_cached", "bare_keyed", |p| p.outside_allocator),
+        beside("replay_cached", "bare_keyed", |p| p.allocations),
+    );
     if redis {
         println!(
             "a replay on Redis answered by a ReplayCache's copy: {:.0} ({:.0} outside the allocator; allocations {:.1})",
@@ -304,6 +312,11 @@ fn child(scenario: &str, n: u64) {
     let app = match scenario {
         "bare" | "bare_keyed" => common::bare(Duration::ZERO),
         "noop_layer" => common::noop_layered(),
+        // A replay a `ReplayCache` answers from its copy (here in front of a memory store:
+        // what the copy costs, without a server).
+        "replay_cached" => common::bare(Duration::ZERO).layer(IdempotencyLayer::new(
+            tower_idempotency::store::ReplayCache::new(MemoryStore::new()),
+        )),
         "fresh_lru" | "replay_lru" => {
             let store = MemoryStore::builder()
                 .eviction(Eviction::LeastRecentlyUsed)
@@ -342,7 +355,7 @@ fn child(scenario: &str, n: u64) {
             "fresh" | "fresh_lru" | "fresh_redis" | "bare_keyed" => {
                 Some(format!("{prefix}fresh-{i}"))
             }
-            "replay" | "replay_lru" | "replay_redis" | "replay_redis_cached" => {
+            "replay" | "replay_lru" | "replay_cached" | "replay_redis" | "replay_redis_cached" => {
                 Some(replay_key.clone())
             }
             _ => None,
