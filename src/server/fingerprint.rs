@@ -157,7 +157,7 @@ fn anonymous(headers: &HeaderMap, credentials: Credentials<'_>) -> bool {
     let named_cookies = credentials.cookies.is_some_and(|named| !named.is_empty());
     // A request with few header names (an API client's) is read once, name by name,
     // rather than hashed into once per name looked for.
-    if headers.keys_len() <= 8 {
+    if super::key::few_names(headers) {
         return !headers.keys().any(|name| {
             (named_cookies && name == header::COOKIE) || credentials.headers.contains(name)
         });

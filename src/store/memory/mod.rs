@@ -228,7 +228,7 @@ impl IdempotencyStore for MemoryStore {
         let size = record_size(key.as_str(), None);
         if !state.make_room(&self.shared.limits, key.as_str(), partition, size, 1, now) {
             state.stats.refused += 1;
-            if state.emits() {
+            if self.shared.limits.emits {
                 crate::telemetry::emit::memory_refused_claim();
             }
             return Err(StoreError::from_kind(StoreErrorKind::CapacityExhausted));

@@ -141,11 +141,6 @@ impl State {
         }
     }
 
-    /// Whether the store's refusals and evictions are emitted as metrics.
-    pub(super) fn emits(&self) -> bool {
-        self.emits
-    }
-
     pub(super) fn tick(&mut self) -> u64 {
         self.clock += 1;
         self.clock

@@ -10,7 +10,7 @@ use redis::{aio::ConnectionManager, cluster_async::ClusterConnection, FromRedisV
 
 use self::{
     connection::Connection,
-    replicas::Replicas,
+    replicas::{Call, Replicas},
     scripts::{fingerprint, parse_reply, Lua, Scripts, VERSION},
 };
 use super::{
@@ -63,7 +63,8 @@ pub struct RedisStore {
     reply_timeout: Option<Duration>,
     /// How to open more connections like it, where the store opened it itself.
     opener: Option<Arc<connection::Opener>>,
-    /// The connections the calls followed by `WAIT` go over (none: the one connection).
+    /// The connections writes go over, by key, when they are followed by `WAIT` (none:
+    /// the one connection).
     waiting: replicas::Waiting,
 }
 
@@ -187,11 +188,11 @@ impl RedisStore {
         })
     }
 
-    /// Runs `lua` on `key`: `EVALSHA`, followed in the same round trip by `WAIT` when
-    /// the call is [`Call::Durable`] and replicas are awaited. A node without the script (restarted, failed
-    /// over, or newly serving the slot) answers `NOSCRIPT`, having run nothing: the call
-    /// is sent again as `EVAL` with the script's source, which runs it and leaves it
-    /// loaded on that node. Returns the reply and whether the replicas awaited
+    /// Runs `lua` on `key`: `EVALSHA`, followed in the same round trip by `WAIT` when the
+    /// call is [`Call::Durable`] and replicas are awaited. A node without the script
+    /// (restarted, failed over, or newly serving the slot) answers `NOSCRIPT`, having run
+    /// nothing: the call is sent again as `EVAL` with the script's source, which runs it
+    /// and leaves it loaded on that node. Returns the reply and whether the replicas awaited
     /// acknowledged it (`true` when none are).
     async fn run<T: FromRedisValue>(
         &self,
@@ -267,18 +268,6 @@ impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore").finish_non_exhaustive()
     }
-}
-
-/// What a script call does, which decides its connection and whether `WAIT` follows it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Call {
-    /// Reads only (`get`).
-    Read,
-    /// May write, and a failover losing it costs nothing (a release: the lease frees the
-    /// key anyway).
-    Write,
-    /// May write, and is followed by `WAIT` when replicas are awaited.
-    Durable,
 }
 
 /// `duration` in milliseconds, written in `buffer` (no allocation).

@@ -1,10 +1,23 @@
 //! [`RedisStore::wait_for_replicas`]: the claim, completion and renewal acknowledged by
-//! replicas before the layer goes on, and the connections those waits go over.
+//! replicas before the layer goes on, the connections those waits go over, and which
+//! calls wait ([`Call`]).
 
 use std::{sync::Arc, time::Duration};
 
 use super::{connection::Connection, RedisStore};
 use crate::store::{StoreError, StoreErrorKind};
+
+/// What a script call does, which decides its connection and whether `WAIT` follows it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Call {
+    /// Reads only (`get`).
+    Read,
+    /// May write, and a failover losing it costs nothing (a release: the lease frees the
+    /// key anyway).
+    Write,
+    /// May write, and is followed by `WAIT` when replicas are awaited.
+    Durable,
+}
 
 /// How many connections a store that opened its own spreads its waits over: a `WAIT`
 /// holds up the connection it is sent on, so waits on one connection run one at a time.
