@@ -9,13 +9,7 @@ dir="$1"; port="$2"
 password="tls-test-password"
 mkdir -p "$dir"
 if ! redis-cli --tls --cacert "$dir/ca.pem" -h localhost -p "$port" -a "$password" --no-auth-warning ping 2>/dev/null | grep -q PONG; then
-  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=tower-idempotency test CA" \
-    -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
-    -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
-  printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n' > "$dir/server.ext"
-  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
-    -CAcreateserial -days 30 -extfile "$dir/server.ext" -out "$dir/server.pem" 2>/dev/null
+  "$(dirname "$0")/test_certs.sh" "$dir" server DNS:localhost
   redis-server --port 0 --tls-port "$port" --bind 127.0.0.1 \
     --tls-cert-file "$dir/server.pem" --tls-key-file "$dir/server.key" \
     --tls-ca-cert-file "$dir/ca.pem" --tls-auth-clients no --requirepass "$password" \

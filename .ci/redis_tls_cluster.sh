@@ -15,13 +15,7 @@ if redis-cli "${tls[@]}" -h 127.0.0.1 -p "$1" cluster info 2>/dev/null | grep -q
   echo "REDIS_TLS_CLUSTER_URL=$url REDIS_TLS_CLUSTER_CA=$dir/ca.pem"
   exit 0
 fi
-openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=tower-idempotency cluster test CA" \
-  -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
-  -keyout "$dir/node.key" -out "$dir/node.csr" 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > "$dir/node.ext"
-openssl x509 -req -in "$dir/node.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
-  -CAcreateserial -days 30 -extfile "$dir/node.ext" -out "$dir/node.pem" 2>/dev/null
+"$(dirname "$0")/test_certs.sh" "$dir" node DNS:localhost,IP:127.0.0.1
 nodes=()
 for port in "$@"; do
   mkdir -p "$dir/$port"

@@ -4,7 +4,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -28,6 +28,10 @@ pub(crate) struct Faults {
     pub(crate) slow_renewals: AtomicUsize,
     /// How many `complete` calls reached the wrapper.
     pub(crate) completes: AtomicUsize,
+    /// How many `begin` calls reached the wrapper.
+    pub(crate) begins: AtomicUsize,
+    /// While set, every write (and `begin`) fails without reaching the store: an outage.
+    pub(crate) down: AtomicBool,
 }
 
 impl Faults {
@@ -62,6 +66,21 @@ fn blip() -> StoreError {
     StoreError::unavailable("connection reset by peer (injected)")
 }
 
+impl<S> FaultyStore<S> {
+    /// How many `begin` calls reached the wrapper.
+    pub(crate) fn begins(&self) -> usize {
+        self.faults.begins.load(Ordering::SeqCst)
+    }
+
+    /// An outage while `down` is set.
+    fn up(&self) -> Result<(), StoreError> {
+        if self.faults.down.load(Ordering::SeqCst) {
+            return Err(StoreError::unavailable("the store is down (injected)"));
+        }
+        Ok(())
+    }
+}
+
 impl<S: IdempotencyStore> IdempotencyStore for FaultyStore<S> {
     async fn begin(
         &self,
@@ -70,6 +89,8 @@ impl<S: IdempotencyStore> IdempotencyStore for FaultyStore<S> {
         token: &LockToken,
         lease: Duration,
     ) -> Result<Begin, StoreError> {
+        self.faults.begins.fetch_add(1, Ordering::SeqCst);
+        self.up()?;
         let begun = self.inner.begin(key, fingerprint, token, lease).await;
         if Faults::fire(&self.faults.lost_begin_replies) {
             return Err(StoreError::from_kind(StoreErrorKind::Timeout));
@@ -85,6 +106,7 @@ impl<S: IdempotencyStore> IdempotencyStore for FaultyStore<S> {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         self.faults.completes.fetch_add(1, Ordering::SeqCst);
+        self.up()?;
         if Faults::fire(&self.faults.failing_completes) {
             return Err(blip());
         }
@@ -92,6 +114,7 @@ impl<S: IdempotencyStore> IdempotencyStore for FaultyStore<S> {
     }
 
     async fn release(&self, key: &RecordKey, token: &LockToken) -> Result<(), StoreError> {
+        self.up()?;
         self.inner.release(key, token).await
     }
 
@@ -101,6 +124,7 @@ impl<S: IdempotencyStore> IdempotencyStore for FaultyStore<S> {
         token: &LockToken,
         lease: Duration,
     ) -> Result<(), StoreError> {
+        self.up()?;
         if Faults::fire(&self.faults.failing_renewals) {
             return Err(blip());
         }

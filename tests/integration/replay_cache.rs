@@ -2,88 +2,24 @@
 //! copy, with no call to that store; nothing else is answered from a copy. Each test counts
 //! the handler's real runs and the calls that reach the store behind.
 
-use std::{
-    sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{sync::atomic::Ordering, time::Duration};
 
 use axum::http::StatusCode;
 use tower_idempotency::{
-    store::{
-        Begin, Fingerprint, IdempotencyStore, LockToken, Record, RecordKey, ReplayCache,
-        StoreError, StoredResponse,
-    },
+    store::{Begin, Fingerprint, IdempotencyStore, LockToken, RecordKey, ReplayCache},
     IdempotencyLayer, MemoryStore, Outcome,
 };
 
-use crate::support::{app, post_with_key, send, Counter};
+use crate::{
+    faulty_store::FaultyStore,
+    support::{app, post_with_key, send, Counter},
+};
 
 /// A memory store that counts the claims reaching it and can be taken down.
-#[derive(Clone, Default)]
-struct Behind {
-    store: MemoryStore,
-    begins: Arc<AtomicUsize>,
-    down: Arc<AtomicBool>,
-}
+type Behind = FaultyStore<MemoryStore>;
 
-impl Behind {
-    fn begins(&self) -> usize {
-        self.begins.load(Ordering::SeqCst)
-    }
-
-    fn check(&self) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(StoreError::unavailable(std::io::Error::other("down")));
-        }
-        Ok(())
-    }
-}
-
-impl IdempotencyStore for Behind {
-    async fn begin(
-        &self,
-        key: &RecordKey,
-        fingerprint: &Fingerprint,
-        token: &LockToken,
-        lease: Duration,
-    ) -> Result<Begin, StoreError> {
-        self.begins.fetch_add(1, Ordering::SeqCst);
-        self.check()?;
-        self.store.begin(key, fingerprint, token, lease).await
-    }
-
-    async fn complete(
-        &self,
-        key: &RecordKey,
-        token: &LockToken,
-        response: &StoredResponse,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        self.check()?;
-        self.store.complete(key, token, response, ttl).await
-    }
-
-    async fn release(&self, key: &RecordKey, token: &LockToken) -> Result<(), StoreError> {
-        self.check()?;
-        self.store.release(key, token).await
-    }
-
-    async fn renew(
-        &self,
-        key: &RecordKey,
-        token: &LockToken,
-        lease: Duration,
-    ) -> Result<(), StoreError> {
-        self.check()?;
-        self.store.renew(key, token, lease).await
-    }
-
-    async fn get(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
-        self.store.get(key).await
-    }
+fn behind() -> Behind {
+    FaultyStore::new(MemoryStore::new())
 }
 
 fn cached(cache: ReplayCache<Behind>) -> (axum::Router, Counter) {
@@ -92,7 +28,7 @@ fn cached(cache: ReplayCache<Behind>) -> (axum::Router, Counter) {
 
 #[tokio::test]
 async fn the_second_retry_is_replayed_from_the_copy() {
-    let behind = Behind::default();
+    let behind = behind();
     let cache = ReplayCache::new(behind.clone());
     let (app, counter) = cached(cache.clone());
 
@@ -115,7 +51,7 @@ async fn the_second_retry_is_replayed_from_the_copy() {
 
 #[tokio::test]
 async fn a_different_request_with_a_cached_key_is_the_stores_to_answer() {
-    let behind = Behind::default();
+    let behind = behind();
     let (app, counter) = cached(ReplayCache::new(behind.clone()));
     send(&app, post_with_key("/orders", "k2", "{\"n\":1}")).await;
     send(&app, post_with_key("/orders", "k2", "{\"n\":1}")).await;
@@ -131,12 +67,12 @@ async fn a_different_request_with_a_cached_key_is_the_stores_to_answer() {
 
 #[tokio::test]
 async fn the_copy_replays_while_the_store_is_down_and_nothing_else_is_answered() {
-    let behind = Behind::default();
+    let behind = behind();
     let (app, counter) = cached(ReplayCache::new(behind.clone()));
     send(&app, post_with_key("/orders", "k3", "a")).await;
     send(&app, post_with_key("/orders", "k3", "a")).await;
 
-    behind.down.store(true, Ordering::SeqCst);
+    behind.faults.down.store(true, Ordering::SeqCst);
     let replay = send(&app, post_with_key("/orders", "k3", "a")).await;
     assert_eq!(replay.outcome, Some(Outcome::Replayed));
     // A key the copies do not hold goes to the store, which is down: refused, not run.
@@ -147,7 +83,7 @@ async fn the_copy_replays_while_the_store_is_down_and_nothing_else_is_answered()
 
 #[tokio::test]
 async fn a_key_in_flight_is_never_taken_from_a_copy() {
-    let behind = Behind::default();
+    let behind = behind();
     let (app, counter) = cached(ReplayCache::new(behind.clone()));
     let running = tokio::spawn({
         let app = app.clone();
@@ -169,7 +105,7 @@ async fn a_key_in_flight_is_never_taken_from_a_copy() {
 
 #[tokio::test(start_paused = true)]
 async fn a_copy_ages_out_after_max_age() {
-    let behind = Behind::default();
+    let behind = behind();
     let cache = ReplayCache::new(behind.clone()).max_age(Duration::from_secs(10));
     let (app, counter) = cached(cache);
     send(&app, post_with_key("/orders", "k6", "a")).await;
@@ -186,7 +122,7 @@ async fn a_copy_ages_out_after_max_age() {
 
 #[tokio::test]
 async fn a_zero_max_age_keeps_no_copy() {
-    let behind = Behind::default();
+    let behind = behind();
     let cache = ReplayCache::new(behind.clone()).max_age(Duration::ZERO);
     let (app, _) = cached(cache.clone());
     for _ in 0..3 {
@@ -198,7 +134,7 @@ async fn a_zero_max_age_keeps_no_copy() {
 
 #[tokio::test]
 async fn the_copies_are_bounded_and_an_evicted_one_is_a_round_trip() {
-    let behind = Behind::default();
+    let behind = behind();
     let cache = ReplayCache::new(behind.clone()).max_entries(2);
     let (app, counter) = cached(cache.clone());
     let replayed = async |key: &str| {
@@ -236,7 +172,7 @@ async fn the_copies_are_bounded_and_an_evicted_one_is_a_round_trip() {
 /// stops taking copies because one caller filled it.
 #[tokio::test]
 async fn one_scope_filling_the_cache_does_not_stop_it() {
-    let behind = Behind::default();
+    let behind = behind();
     let cache = ReplayCache::new(behind.clone()).max_entries(2);
     let layer = IdempotencyLayer::new(cache.clone())
         .scope(|parts| Some(parts.headers.get("x-tenant")?.to_str().ok()?.to_owned()));
@@ -303,7 +239,7 @@ async fn copies_are_separate_per_record_and_exact() {
 /// the same request (never running it), while a different request goes to the store.
 #[tokio::test(start_paused = true)]
 async fn a_copy_may_replay_past_the_stores_ttl_until_max_age() {
-    let behind = Behind::default();
+    let behind = behind();
     let cache = ReplayCache::new(behind.clone()).max_age(Duration::from_secs(60));
     let layer = IdempotencyLayer::new(cache)
         .ttl(Duration::from_secs(5))
@@ -315,7 +251,7 @@ async fn a_copy_may_replay_past_the_stores_ttl_until_max_age() {
     tokio::time::advance(Duration::from_secs(10)).await;
     let key = RecordKey::new(tower_idempotency::defaults::NAMESPACE, "", "k8");
     assert_eq!(
-        behind.store.get(&key).await.unwrap(),
+        behind.get(&key).await.unwrap(),
         None,
         "expired in the store"
     );
